@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// runner starts ansible-playbook for a job and captures its output line by line.
+type runner struct {
+	// playbookCmd is the ansible-playbook to run: a path, or a name looked up in PATH.
+	playbookCmd string
+	// workRoot holds one work dir per running job (-data-dir/work).
+	workRoot string
+	// killGrace is how long a cancelled job has between SIGTERM and SIGKILL.
+	killGrace time.Duration
+	// maxLine is the longest line kept; the rest of a longer line is dropped and the line says so.
+	maxLine int
+	// extraEnv is added to the child's environment after charond's own (tests use it to turn
+	// the test binary into a fake ansible-playbook).
+	extraEnv []string
+}
+
+// pipeGrace is how long output may keep arriving after ansible-playbook has exited and its
+// process group was killed. Only a process that left the group (a daemon that called setsid)
+// can still hold the pipes then; after this grace charond stops reading rather than wait for it.
+var pipeGrace = 2 * time.Second
+
+// runResult is how a run ended.
+type runResult struct {
+	exitCode int  // the process's exit code; meaningful when !killed and startErr == nil
+	killed   bool // charond signalled the process group because the run's context ended
+	startErr error
+}
+
+// lineSink receives a batch of complete lines read from one of the child's pipes. The lines
+// are only valid during the call.
+type lineSink func(stream string, lines [][]byte)
+
+// run executes the job's playbook until it exits or ctx ends, sending every output line to sink.
+// It returns only after the process is reaped, its group killed, and both pipes are read.
+func (r *runner) run(ctx context.Context, job *Job, sink lineSink) runResult {
+	workDir, err := r.prepareWorkDir(job)
+	if err != nil {
+		return runResult{startErr: err}
+	}
+	defer os.RemoveAll(workDir)
+
+	cmd := r.command(job, workDir)
+	outR, errR, err := attachPipes(cmd)
+	if err != nil {
+		return runResult{startErr: err}
+	}
+	if err := cmd.Start(); err != nil {
+		closeAll(outR, errR, cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
+		return runResult{startErr: r.explainStartError(err)}
+	}
+	// The child has its own copies of the write ends; ours must go, or EOF never comes.
+	closeAll(cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
+
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); readLines(outR, "stdout", r.maxLine, sink) }()
+	go func() { defer readers.Done(); readLines(errR, "stderr", r.maxLine, sink) }()
+
+	killed := r.waitOrKill(ctx, cmd)
+	// Leftovers in the group (a playbook's background job, say) would hold the pipes open and
+	// outlive the job: kill them all now that the leader is gone.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	waitReaders(&readers, pipeGrace, outR, errR)
+
+	return runResult{killed: killed, exitCode: cmd.ProcessState.ExitCode()}
+}
+
+// waitOrKill waits for the process to exit. If ctx ends first it sends SIGTERM to the whole
+// process group (ansible-playbook ignores SIGINT while a task runs), then SIGKILL after
+// killGrace. It reports whether it signalled.
+func (r *runner) waitOrKill(ctx context.Context, cmd *exec.Cmd) bool {
+	exited := make(chan struct{})
+	go func() {
+		// Owned by waitOrKill, which always receives from exited before returning.
+		cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case <-exited:
+		return false
+	case <-ctx.Done():
+	}
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	grace := time.NewTimer(r.killGrace)
+	defer grace.Stop()
+	select {
+	case <-exited:
+	case <-grace.C:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-exited
+	}
+	return true
+}
+
+// waitReaders waits for both pipe readers to reach EOF, or closes the pipes after grace so a
+// process outside the group that still holds them cannot keep the job alive.
+func waitReaders(readers *sync.WaitGroup, grace time.Duration, pipes ...*os.File) {
+	done := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		closeAll(pipes...)
+		<-done
+	}
+	closeAll(pipes...)
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// attachPipes gives the child its own pipes for stdout and stderr, read separately so that a
+// chatty stderr can never stall stdout or the reverse.
+func attachPipes(cmd *exec.Cmd) (outR, errR *os.File, err error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("create stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(outR, outW)
+		return nil, nil, fmt.Errorf("create stderr pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	return outR, errR, nil
+}
+
+// command builds the ansible-playbook command line. Every job field reaches it as a file in the
+// work dir, never as command-line text, and no shell is involved.
+func (r *runner) command(job *Job, workDir string) *exec.Cmd {
+	playbook := filepath.Join(workDir, "playbook.yml")
+	dir := workDir
+	if !job.Spec.Embedded() {
+		playbook = job.Spec.PlaybookPath
+		// Relative roles, includes and files of an external playbook resolve from its directory.
+		dir = filepath.Dir(playbook)
+	}
+	cmd := exec.Command(r.playbookCmd,
+		"-i", filepath.Join(workDir, "inventory.json"),
+		"-e", "@"+filepath.Join(workDir, "vars.json"),
+		playbook)
+	cmd.Dir = dir
+	cmd.Stdin = nil // /dev/null: a playbook that prompts fails instead of hanging
+	cmd.Env = append(os.Environ(),
+		"PYTHONUNBUFFERED=1", // Python block-buffers a pipe: without this nothing streams until the end
+		"ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_FORCE_COLOR=0",
+		"ANSIBLE_RETRY_FILES_ENABLED=0",
+	)
+	cmd.Env = append(cmd.Env, r.extraEnv...)
+	// Its own process group, so that cancel and timeout reach every process the playbook starts.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// version runs `ansible-playbook --version` with the jobs' environment and returns its first
+// line, such as "ansible-playbook [core 2.14.18]".
+func (r *runner) version(ctx context.Context) (string, error) {
+	cmd := exec.CommandContext(ctx, r.playbookCmd, "--version")
+	cmd.Env = append(os.Environ(), r.extraEnv...)
+	out, err := cmd.Output()
+	if err != nil {
+		return "", r.explainStartError(err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(first), nil
+}
+
+// explainStartError turns a failure to start into a message an operator can act on.
+func (r *runner) explainStartError(err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot run %s: not found. Install ansible-core (for example `apt-get install ansible-core` or `pipx install ansible-core`) or point -ansible-playbook at it", r.playbookCmd)
+	}
+	return fmt.Errorf("cannot run %s: %v", r.playbookCmd, err)
+}
+
+// prepareWorkDir writes the job's inventory, variables and embedded playbook into a fresh
+// directory that only charond's user can read, since variables may hold secrets.
+func (r *runner) prepareWorkDir(job *Job) (string, error) {
+	if err := os.MkdirAll(r.workRoot, 0o700); err != nil {
+		return "", fmt.Errorf("create work root: %w", err)
+	}
+	dir := filepath.Join(r.workRoot, job.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create work dir: %w", err)
+	}
+	files := map[string][]byte{}
+	var err error
+	if files["inventory.json"], err = json.Marshal(inventoryFile(job.Spec)); err != nil {
+		return dir, fmt.Errorf("write inventory: %w", err)
+	}
+	if files["vars.json"], err = json.Marshal(job.Spec.Variables); err != nil {
+		return dir, fmt.Errorf("write variables: %w", err)
+	}
+	if job.Spec.Embedded() {
+		files["playbook.yml"] = []byte(job.Spec.Playbook)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return dir, nil
+}
+
+// inventoryFile is the job's inventory in Ansible's YAML inventory layout (written as JSON,
+// which the YAML inventory plugin reads). localhost and 127.0.0.1 get what Ansible's implicit
+// localhost has: the local connection and the Python that runs Ansible. Variables given with
+// the job are extra vars, which win over these, so a job can still choose another connection.
+func inventoryFile(spec *JobSpec) map[string]any {
+	hosts := make(map[string]any, len(spec.Inventory))
+	for _, h := range spec.Inventory {
+		if h == "localhost" || h == "127.0.0.1" {
+			hosts[h] = map[string]any{
+				"ansible_connection":         "local",
+				"ansible_python_interpreter": "{{ ansible_playbook_python }}",
+			}
+		} else {
+			hosts[h] = map[string]any{}
+		}
+	}
+	return map[string]any{"all": map[string]any{"hosts": hosts}}
+}
+
+// readChunk is how much readLines asks of the pipe at once; every complete line in one read
+// goes to the sink as one batch.
+const readChunk = 64 << 10
+
+// readLines splits what r delivers into lines and hands them to sink, one batch per read, until
+// EOF or a read error (the pipe closed under it). A line longer than maxLine keeps its first
+// maxLine bytes and says how much was cut; a last line without a newline is still delivered.
+func readLines(r io.Reader, stream string, maxLine int, sink lineSink) {
+	buf := make([]byte, readChunk)
+	var ls lineSplitter
+	ls.maxLine = maxLine
+	var batch [][]byte
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			batch = ls.split(buf[:n], batch[:0])
+			if len(batch) > 0 {
+				sink(stream, batch)
+			}
+		}
+		if err != nil {
+			if last := ls.rest(); last != nil {
+				sink(stream, [][]byte{last})
+			}
+			return
+		}
+	}
+}
+
+// lineSplitter cuts a byte stream into lines, holding at most maxLine bytes of an unfinished one.
+type lineSplitter struct {
+	maxLine int
+	partial []byte // the start of a line whose end has not arrived yet
+	dropped int    // bytes of the current line cut beyond maxLine
+	out     []byte // the last line assembled from partial, reused
+}
+
+// split appends to lines each line that chunk completes. The results point into chunk or into
+// the splitter, and stay valid until the next call.
+func (s *lineSplitter) split(chunk []byte, lines [][]byte) [][]byte {
+	for len(chunk) > 0 {
+		i := bytes.IndexByte(chunk, '\n')
+		if i < 0 {
+			s.hold(chunk)
+			return lines
+		}
+		piece := chunk[:i]
+		chunk = chunk[i+1:]
+		if len(s.partial) == 0 && s.dropped == 0 && len(piece) <= s.maxLine {
+			lines = append(lines, trimCR(piece)) // the common case: no copy
+			continue
+		}
+		s.hold(piece)
+		lines = append(lines, s.finish())
+	}
+	return lines
+}
+
+// rest returns an unterminated last line, or nil.
+func (s *lineSplitter) rest() []byte {
+	if len(s.partial) == 0 && s.dropped == 0 {
+		return nil
+	}
+	return s.finish()
+}
+
+// hold keeps the start of an unfinished line, up to maxLine bytes, and counts the rest.
+func (s *lineSplitter) hold(b []byte) {
+	room := s.maxLine - len(s.partial)
+	if room > len(b) {
+		room = len(b)
+	}
+	s.partial = append(s.partial, b[:room]...)
+	s.dropped += len(b) - room
+}
+
+// finish completes the held line, noting a cut.
+func (s *lineSplitter) finish() []byte {
+	line := trimCR(s.partial)
+	if s.dropped > 0 {
+		kept := cutAtRuneStart(line)
+		s.dropped += len(line) - len(kept)
+		line = fmt.Appendf(kept, " [charond: line truncated: %d bytes dropped, lines are kept up to %d bytes (-max-line)]", s.dropped, s.maxLine)
+	}
+	s.out = append(s.out[:0], line...)
+	s.partial = s.partial[:0]
+	s.dropped = 0
+	return s.out
+}
+
+func trimCR(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		return b[:n-1]
+	}
+	return b
+}
+
+// cutAtRuneStart drops a UTF-8 sequence split by the length cap, so the kept part stays valid.
+func cutAtRuneStart(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return b[:i]
+			}
+			break
+		}
+	}
+	return b
+}

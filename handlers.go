@@ -1,0 +1,373 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// version is charond's version, reported by /api/v1/info and -version.
+const version = "0.1.0"
+
+// server holds what the HTTP handlers need.
+type server struct {
+	sched          *scheduler
+	log            *slog.Logger
+	limits         specLimits
+	maxBody        int64
+	stream         streamConfig
+	corsOrigins    []string // exact origins, or "*"
+	ansibleVersion string   // what `ansible-playbook --version` said, or why it could not run
+	workers        int
+}
+
+// routes registers every endpoint. Each path also gets a method-less pattern that answers 405
+// in JSON, and "/" answers 404 in JSON, so no request ever gets the mux's plain-text pages.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	s.handle(mux, "/healthz", map[string]http.HandlerFunc{"GET": s.health})
+	s.handle(mux, "/api/v1/info", map[string]http.HandlerFunc{"GET": s.info})
+	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
+	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob})
+	s.handle(mux, "/api/v1/jobs/{id}/logs", map[string]http.HandlerFunc{"GET": s.getLogs})
+	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
+	s.handle(mux, "/api/v1/jobs/{id}/logs/stream", map[string]http.HandlerFunc{"GET": s.streamLogs})
+	s.handle(mux, "/api/v1/jobs/{id}/events/stream", map[string]http.HandlerFunc{"GET": s.streamEvents})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return s.cors(mux)
+}
+
+func (s *server) handle(mux *http.ServeMux, path string, byMethod map[string]http.HandlerFunc) {
+	methods := make([]string, 0, len(byMethod)+1)
+	for method, h := range byMethod {
+		mux.HandleFunc(method+" "+path, h)
+		methods = append(methods, method)
+		if method == "GET" {
+			methods = append(methods, "HEAD")
+		}
+	}
+	sort.Strings(methods)
+	allow := strings.Join(methods, ", ")
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		s.writeError(w, r, apiErrorf(errNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+	})
+}
+
+// cors answers preflight requests and marks responses readable by the allowed origins.
+func (s *server) cors(next http.Handler) http.Handler {
+	if len(s.corsOrigins) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		allowed := s.allowedOrigin(origin)
+		if allowed != "" {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", allowed)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", "Location")
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if allowed != "" {
+				h := w.Header()
+				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID")
+				h.Set("Access-Control-Max-Age", "600")
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowedOrigin is the Access-Control-Allow-Origin value for origin, or "" if it may not read.
+func (s *server) allowedOrigin(origin string) string {
+	if origin == "" {
+		return ""
+	}
+	for _, o := range s.corsOrigins {
+		if o == "*" {
+			return "*"
+		}
+		if strings.EqualFold(o, origin) {
+			return origin
+		}
+	}
+	return ""
+}
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *server) info(w http.ResponseWriter, r *http.Request) {
+	queued, running := s.sched.counts()
+	s.writeJSON(w, r, http.StatusOK, map[string]any{
+		"version":                  version,
+		"ansible_playbook_version": s.ansibleVersion,
+		"workers":                  s.workers,
+		"queued":                   queued,
+		"running":                  running,
+	})
+}
+
+// yamlTypes and jsonTypes are the accepted Content-Types of a job submission.
+var (
+	yamlTypes = map[string]bool{"application/x-yaml": true, "application/yaml": true, "text/yaml": true, "text/x-yaml": true}
+	jsonTypes = map[string]bool{"application/json": true}
+)
+
+func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
+	isJSON, err := submissionFormat(r.Header.Get("Content-Type"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			err = apiErrorf(errTooLarge, "request body is larger than %d bytes (-max-body)", s.maxBody)
+		} else {
+			err = invalidf("cannot read request body: %v", err)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	spec, err := parseJobSpec(body, isJSON, s.limits)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	job, queued, err := s.sched.submit(spec)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job queued", "job", job.ID, "name", spec.Name, "priority", spec.Priority)
+	w.Header().Set("Location", "/api/v1/jobs/"+job.ID)
+	s.writeJSON(w, r, http.StatusCreated, newJobView(job, queued, true))
+}
+
+// submissionFormat tells YAML from JSON by Content-Type. A missing type is read as YAML, the
+// seed's format, of which JSON is a subset.
+func submissionFormat(contentType string) (isJSON bool, err error) {
+	if contentType == "" {
+		return false, nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false, apiErrorf(errUnsupported, "Content-Type %q cannot be parsed: %v", contentType, err)
+	}
+	switch {
+	case yamlTypes[mt]:
+		return false, nil
+	case jsonTypes[mt]:
+		return true, nil
+	}
+	return false, apiErrorf(errUnsupported, "Content-Type %s is not supported: send the job as application/x-yaml, application/yaml, text/yaml or application/json", mt)
+}
+
+func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	status := Status(q.Get("status"))
+	if status != "" && !validStatus(status) {
+		s.writeError(w, r, invalidf("status: %q is not a job status; use one of %s", status, statusNames()))
+		return
+	}
+	limit := 100
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 {
+			s.writeError(w, r, invalidf("limit: %q is not a whole number of 1 or more", raw))
+			return
+		}
+		limit = n
+	}
+	jobs := s.sched.list(status, limit)
+	views := make([]jobView, len(jobs))
+	for i, job := range jobs {
+		views[i] = newJobView(job, s.sched.state(job), false)
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"jobs": views})
+}
+
+func validStatus(st Status) bool {
+	for _, s := range allStatuses {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+func statusNames() string {
+	names := make([]string, len(allStatuses))
+	for i, s := range allStatuses {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
+	job, err := s.sched.get(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, newJobView(job, s.sched.state(job), true))
+}
+
+func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	job, err := s.sched.cancel(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job cancel requested", "job", job.ID)
+	s.writeJSON(w, r, http.StatusAccepted, newJobView(job, s.sched.state(job), true))
+}
+
+// getLogs answers the whole log so far: plain text, or with ?format=jsonl one JSON object a
+// line, the same objects the stream carries.
+func (s *server) getLogs(w http.ResponseWriter, r *http.Request) {
+	job, err := s.sched.get(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "text" && format != "jsonl" {
+		s.writeError(w, r, invalidf("format: %q is not supported; use text or jsonl", format))
+		return
+	}
+	recs, _ := job.logs.snapshot()
+	if format == "jsonl" {
+		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
+		for _, rec := range recs {
+			w.Write(rec.data)
+			w.Write([]byte{'\n'})
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	for _, rec := range recs {
+		var l struct {
+			Line string `json:"line"`
+		}
+		if err := json.Unmarshal(rec.data, &l); err != nil {
+			s.log.Error("stored log line does not decode", "job", job.ID, "err", err)
+			continue
+		}
+		io.WriteString(w, l.Line+"\n")
+	}
+}
+
+func (s *server) streamLogs(w http.ResponseWriter, r *http.Request) {
+	s.serveJobStream(w, r, "log", func(j *Job) *eventLog { return j.logs })
+}
+
+func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
+	s.serveJobStream(w, r, "event", func(j *Job) *eventLog { return j.events })
+}
+
+func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, what string, pick func(*Job) *eventLog) {
+	job, err := s.sched.get(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := serveStream(w, r, job, pick(job), what, s.stream); err != nil {
+		s.writeError(w, r, err)
+	}
+}
+
+// jobView is a job as the API shows it.
+type jobView struct {
+	ID            string         `json:"id"`
+	Name          string         `json:"name"`
+	Description   string         `json:"description"`
+	Status        Status         `json:"status"`
+	Priority      int            `json:"priority"`
+	Timeout       float64        `json:"timeout"` // seconds
+	Playbook      string         `json:"playbook,omitempty"`
+	Inventory     []string       `json:"inventory"`
+	Variables     map[string]any `json:"variables,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	StartedAt     *time.Time     `json:"started_at"`
+	FinishedAt    *time.Time     `json:"finished_at"`
+	ExitCode      *int           `json:"exit_code"`
+	Message       string         `json:"message"`
+	QueuePosition int            `json:"queue_position,omitempty"`
+	LogLines      int            `json:"log_lines"`
+}
+
+// newJobView builds a job's API form from its state; full adds the playbook and variables,
+// which lists leave out.
+func newJobView(job *Job, st jobState, full bool) jobView {
+	v := jobView{
+		ID:            job.ID,
+		Name:          job.Spec.Name,
+		Description:   job.Spec.Description,
+		Status:        st.Status,
+		Priority:      job.Spec.Priority,
+		Timeout:       job.Spec.Timeout.Seconds(),
+		Inventory:     job.Spec.Inventory,
+		CreatedAt:     job.CreatedAt,
+		StartedAt:     timeOrNull(st.StartedAt),
+		FinishedAt:    timeOrNull(st.FinishedAt),
+		ExitCode:      st.ExitCode,
+		Message:       st.Message,
+		QueuePosition: st.QueuePosition,
+		LogLines:      job.logs.length(),
+	}
+	if full {
+		v.Playbook = job.Spec.Playbook
+		v.Variables = job.Spec.Variables
+	}
+	return v
+}
+
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// writeJSON marshals first and only then writes, so a marshal error never leaves a half-sent 200.
+func (s *server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("encode response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// writeError answers {"error": "..."} with the error's status. Only internal errors are logged;
+// their details stay in charond's log and the client gets a generic message.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := httpStatus(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	body, _ := json.Marshal(map[string]string{"error": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}

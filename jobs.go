@@ -1,0 +1,639 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Status is where a job is in its life: queued → running → one of the final states.
+type Status string
+
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusTimedOut  Status = "timed_out"
+	StatusCancelled Status = "cancelled"
+)
+
+// allStatuses lists every status, for validating ?status= filters.
+var allStatuses = []Status{StatusQueued, StatusRunning, StatusCompleted, StatusFailed, StatusTimedOut, StatusCancelled}
+
+// Final reports whether a job in this status will never change again.
+func (s Status) Final() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusTimedOut || s == StatusCancelled
+}
+
+// Priorities as the seed names them; higher runs first.
+const (
+	minPriority     = 1
+	maxPriority     = 15
+	defaultPriority = 5
+)
+
+var priorityWords = map[string]int{"low": 1, "normal": 5, "high": 10, "critical": 15}
+
+// JobSpec is what a client submits: the seed's job file, validated.
+type JobSpec struct {
+	Name        string
+	Description string
+	// Playbook is the embedded playbook text, or the path as the client gave it.
+	Playbook string
+	// PlaybookPath is the resolved absolute path of an external playbook; empty when embedded.
+	PlaybookPath string
+	Inventory    []string
+	Variables    map[string]any
+	Priority     int
+	Timeout      time.Duration
+}
+
+// Embedded reports whether the playbook text was sent inline rather than named by path.
+func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
+
+// specLimits are the daemon settings that validation depends on.
+type specLimits struct {
+	PlaybookDir    string // absolute, symlinks resolved
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+}
+
+// knownFields are the fields of a job document, in the order the seed writes them.
+var knownFields = []string{"name", "description", "playbook", "inventory", "variables", "priority", "timeout"}
+
+// parseJobSpec reads a job document (YAML, or JSON when isJSON) and validates every field.
+// Every error it returns is an *apiError of kind errInvalid whose message names the field.
+func parseJobSpec(body []byte, isJSON bool, lim specLimits) (*JobSpec, error) {
+	root, err := decodeDocument(body, isJSON)
+	if err != nil {
+		return nil, err
+	}
+	fields, err := mappingFields(root)
+	if err != nil {
+		return nil, err
+	}
+	spec := &JobSpec{Inventory: []string{"localhost"}, Variables: map[string]any{}, Priority: defaultPriority, Timeout: lim.DefaultTimeout}
+	for _, name := range knownFields {
+		node, ok := fields[name]
+		if !ok {
+			continue
+		}
+		if err := spec.setField(name, node, lim); err != nil {
+			return nil, err
+		}
+	}
+	if spec.Name == "" {
+		return nil, invalidf("name: required")
+	}
+	if spec.Playbook == "" {
+		return nil, invalidf("playbook: required")
+	}
+	return spec, nil
+}
+
+// decodeDocument parses the body into a single YAML node tree. JSON gets its own parser (YAML
+// does not know all of JSON's escapes) that builds the same tree, so both formats share one
+// validation path, the refusal of duplicate keys included.
+func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, invalidf("request body is empty: send a job document with at least name and playbook")
+	}
+	if isJSON {
+		return jsonToNode(body)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(body))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		return nil, invalidf("job document is not valid YAML: %v", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, invalidf("request body holds more than one YAML document: send one job per request")
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, invalidf("job document is empty")
+	}
+	return doc.Content[0], nil
+}
+
+// maxJSONDepth bounds the nesting of a JSON document, which jsonParser walks recursively.
+const maxJSONDepth = 100
+
+// jsonToNode parses exactly one JSON value into a YAML node tree.
+func jsonToNode(body []byte) (*yaml.Node, error) {
+	p := &jsonParser{dec: json.NewDecoder(bytes.NewReader(body)), body: body, line: 1}
+	p.dec.UseNumber()
+	node, err := p.value(0)
+	if err != nil {
+		return nil, invalidf("request body is not valid JSON: %v", err)
+	}
+	if _, err := p.dec.Token(); err != io.EOF {
+		return nil, invalidf("request body holds more than one JSON value: send one job per request")
+	}
+	return node, nil
+}
+
+// jsonParser builds nodes from JSON tokens, keeping count of lines for error messages.
+type jsonParser struct {
+	dec  *json.Decoder
+	body []byte
+	pos  int // offset up to which newlines are counted
+	line int // the line at pos
+}
+
+// currentLine is the line of the decoder's position; offsets only grow, so counting is
+// incremental.
+func (p *jsonParser) currentLine() int {
+	off := int(p.dec.InputOffset())
+	p.line += bytes.Count(p.body[p.pos:off], []byte("\n"))
+	p.pos = off
+	return p.line
+}
+
+// value reads the next JSON value as a node, with the tags the YAML decoder would give it.
+func (p *jsonParser) value(depth int) (*yaml.Node, error) {
+	if depth > maxJSONDepth {
+		return nil, fmt.Errorf("nested more than %d levels deep", maxJSONDepth)
+	}
+	line := p.currentLine()
+	tok, err := p.dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	scalar := func(tag, value string) *yaml.Node {
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: value, Line: line}
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		kind, tag := yaml.MappingNode, "!!map"
+		if t == '[' {
+			kind, tag = yaml.SequenceNode, "!!seq"
+		}
+		return p.collection(&yaml.Node{Kind: kind, Tag: tag, Line: line}, depth)
+	case string:
+		return scalar("!!str", t), nil
+	case json.Number:
+		if strings.ContainsAny(string(t), ".eE") {
+			return scalar("!!float", string(t)), nil
+		}
+		return scalar("!!int", string(t)), nil
+	case bool:
+		return scalar("!!bool", strconv.FormatBool(t)), nil
+	case nil:
+		return scalar("!!null", "null"), nil
+	}
+	return nil, fmt.Errorf("unexpected token %v", tok)
+}
+
+// collection reads an object's keys and values, or an array's items, up to its closing
+// delimiter. The decoder itself checks that keys are strings and delimiters match.
+func (p *jsonParser) collection(n *yaml.Node, depth int) (*yaml.Node, error) {
+	for p.dec.More() {
+		item, err := p.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		n.Content = append(n.Content, item)
+	}
+	_, err := p.dec.Token() // the closing delimiter
+	return n, err
+}
+
+// mappingFields checks that the document is a mapping of known, unique keys and returns the
+// value node of each.
+func mappingFields(root *yaml.Node) (map[string]*yaml.Node, error) {
+	if root.Kind != yaml.MappingNode {
+		return nil, invalidf("job document must be a mapping with name, playbook and the other fields, not a %s", nodeKindName(root))
+	}
+	fields := make(map[string]*yaml.Node, len(root.Content)/2)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key := root.Content[i]
+		if key.Kind != yaml.ScalarNode {
+			return nil, invalidf("line %d: field names must be plain strings", key.Line)
+		}
+		name := key.Value
+		if !isKnownField(name) {
+			return nil, invalidf("%s: unknown field (line %d); known fields are %s", quoteField(name), key.Line, strings.Join(knownFields, ", "))
+		}
+		if _, dup := fields[name]; dup {
+			return nil, invalidf("%s: given more than once (line %d)", name, key.Line)
+		}
+		fields[name] = root.Content[i+1]
+	}
+	return fields, nil
+}
+
+func isKnownField(name string) bool {
+	for _, f := range knownFields {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+// quoteField shows an unknown field name safely, whatever bytes it holds.
+func quoteField(name string) string {
+	if len(name) > 64 {
+		name = name[:64] + "…"
+	}
+	return strconv.Quote(name)
+}
+
+// setField validates one field's node and stores its value in the spec.
+func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
+	if node.Kind == yaml.AliasNode {
+		node = node.Alias
+	}
+	var err error
+	switch name {
+	case "name":
+		s.Name, err = stringField(name, node, 200)
+	case "description":
+		s.Description, err = stringField(name, node, 4096)
+	case "playbook":
+		err = s.setPlaybook(node, lim.PlaybookDir)
+	case "inventory":
+		s.Inventory, err = parseInventory(node)
+	case "variables":
+		s.Variables, err = parseVariables(node)
+	case "priority":
+		s.Priority, err = parsePriority(node)
+	case "timeout":
+		s.Timeout, err = parseTimeout(node, lim)
+	}
+	return err
+}
+
+// stringField reads a string of at most max bytes with no NUL byte. A number or boolean is
+// refused rather than taken as text: quote it to mean the text.
+func stringField(name string, node *yaml.Node, max int) (string, error) {
+	if node.Kind != yaml.ScalarNode || node.Tag != "!!str" {
+		return "", invalidf("%s: must be a string, not a %s (line %d)", name, nodeKindName(node), node.Line)
+	}
+	v := node.Value
+	if strings.ContainsRune(v, 0) {
+		return "", invalidf("%s: must not contain a NUL byte", name)
+	}
+	if len(v) > max {
+		return "", invalidf("%s: is %d bytes long; at most %d are allowed", name, len(v), max)
+	}
+	return v, nil
+}
+
+// maxPlaybookBytes bounds an embedded playbook; the request body limit bounds it further.
+const maxPlaybookBytes = 16 << 20
+
+// setPlaybook tells an embedded playbook (text with a newline) from a path (one line) and
+// validates whichever it is.
+func (s *JobSpec) setPlaybook(node *yaml.Node, playbookDir string) error {
+	text, err := stringField("playbook", node, maxPlaybookBytes)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(text) == "" {
+		return invalidf("playbook: required")
+	}
+	s.Playbook = text
+	if strings.Contains(text, "\n") {
+		return checkEmbeddedPlaybook(text)
+	}
+	s.PlaybookPath, err = resolvePlaybookPath(strings.TrimSpace(text), playbookDir)
+	return err
+}
+
+// checkEmbeddedPlaybook makes sure the text parses as a YAML list of plays, so a broken
+// playbook is refused at submission rather than failing later in the queue.
+func checkEmbeddedPlaybook(text string) error {
+	var plays yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &plays); err != nil {
+		return invalidf("playbook: embedded playbook is not valid YAML: %v", err)
+	}
+	if plays.Kind != yaml.DocumentNode || len(plays.Content) == 0 {
+		return invalidf("playbook: embedded playbook is empty")
+	}
+	list := plays.Content[0]
+	if list.Kind != yaml.SequenceNode {
+		return invalidf("playbook: embedded playbook must be a YAML list of plays, not a %s (line %d)", nodeKindName(list), list.Line)
+	}
+	if len(list.Content) == 0 {
+		return invalidf("playbook: embedded playbook holds no plays")
+	}
+	for i, play := range list.Content {
+		if play.Kind != yaml.MappingNode {
+			return invalidf("playbook: play %d must be a mapping (hosts, tasks, ...), not a %s (line %d)", i+1, nodeKindName(play), play.Line)
+		}
+	}
+	return nil
+}
+
+// resolvePlaybookPath resolves a playbook path against playbookDir and checks that it names an
+// existing regular file that stays inside playbookDir once symlinks are resolved.
+func resolvePlaybookPath(p, playbookDir string) (string, error) {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(playbookDir, p)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", invalidf("playbook: file %s does not exist", p)
+		}
+		return "", invalidf("playbook: cannot resolve %s: %v", p, err)
+	}
+	if !isInside(real, playbookDir) {
+		return "", invalidf("playbook: %s lies outside the playbook directory %s (-playbook-dir)", p, playbookDir)
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return "", invalidf("playbook: cannot read %s: %v", p, err)
+	}
+	if !info.Mode().IsRegular() {
+		return "", invalidf("playbook: %s is not a regular file", p)
+	}
+	return real, nil
+}
+
+// isInside reports whether path is dir or lies below it; both must be clean absolute paths.
+func isInside(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil {
+		return false
+	}
+	return rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)))
+}
+
+// maxHosts bounds the inventory list.
+const maxHosts = 10000
+
+// parseInventory reads the list of hosts. Entries become keys of a generated inventory file,
+// never command-line text, but white space, commas and a leading '-' are still refused: they
+// are what turns a host list into something else in Ansible's own inventory syntax.
+func parseInventory(node *yaml.Node) ([]string, error) {
+	if node.Kind != yaml.SequenceNode {
+		return nil, invalidf("inventory: must be a list of host names, not a %s (line %d)", nodeKindName(node), node.Line)
+	}
+	if len(node.Content) == 0 {
+		return nil, invalidf("inventory: must name at least one host")
+	}
+	if len(node.Content) > maxHosts {
+		return nil, invalidf("inventory: holds %d hosts; at most %d are allowed", len(node.Content), maxHosts)
+	}
+	hosts := make([]string, 0, len(node.Content))
+	seen := map[string]bool{}
+	for i, item := range node.Content {
+		field := fmt.Sprintf("inventory[%d]", i)
+		host, err := stringField(field, item, 253)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkHost(field, host); err != nil {
+			return nil, err
+		}
+		if !seen[host] {
+			seen[host] = true
+			hosts = append(hosts, host)
+		}
+	}
+	return hosts, nil
+}
+
+func checkHost(field, host string) error {
+	switch {
+	case host == "":
+		return invalidf("%s: host name is empty", field)
+	case strings.HasPrefix(host, "-"):
+		return invalidf("%s: host name %q must not start with '-'", field, host)
+	case strings.ContainsAny(host, ","):
+		return invalidf("%s: host name %q must not contain a comma; give each host as its own list entry", field, host)
+	case strings.IndexFunc(host, isSpaceOrControl) >= 0:
+		return invalidf("%s: host name %q must not contain white space or control characters", field, host)
+	}
+	return nil
+}
+
+func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// variableName is what Ansible accepts as a variable name.
+var variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// parseVariables reads the extra variables. Their values keep their YAML types (numbers stay
+// numbers) because they reach ansible-playbook as a JSON file.
+func parseVariables(node *yaml.Node) (map[string]any, error) {
+	if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
+		return map[string]any{}, nil
+	}
+	if node.Kind != yaml.MappingNode {
+		return nil, invalidf("variables: must be a mapping of names to values, not a %s (line %d)", nodeKindName(node), node.Line)
+	}
+	var raw map[string]any
+	if err := node.Decode(&raw); err != nil {
+		return nil, invalidf("variables: %v", err)
+	}
+	for name := range raw {
+		if !variableName.MatchString(name) {
+			return nil, invalidf("variables: %s is not a valid Ansible variable name (letters, digits and _, not starting with a digit)", quoteField(name))
+		}
+	}
+	vars, err := jsonCompatible("variables", raw)
+	if err != nil {
+		return nil, err
+	}
+	return vars.(map[string]any), nil
+}
+
+// jsonCompatible converts decoded YAML into values encoding/json can write: maps with
+// non-string keys are refused, and special floats too, since JSON has no spelling for them.
+func jsonCompatible(path string, v any) (any, error) {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, item := range v {
+			conv, err := jsonCompatible(path+"."+k, item)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = conv
+		}
+		return out, nil
+	case map[any]any:
+		return nil, invalidf("%s: mapping keys must be strings", path)
+	case []any:
+		out := make([]any, len(v))
+		for i, item := range v {
+			conv, err := jsonCompatible(fmt.Sprintf("%s[%d]", path, i), item)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = conv
+		}
+		return out, nil
+	case float64:
+		if v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308 {
+			return nil, invalidf("%s: %v cannot be passed to Ansible as JSON", path, v)
+		}
+		return v, nil
+	case time.Time:
+		// YAML timestamps decode to time.Time; Ansible would read them as strings anyway.
+		return v.Format(time.RFC3339Nano), nil
+	case []byte:
+		return nil, invalidf("%s: binary values are not supported", path)
+	default:
+		return v, nil
+	}
+}
+
+// parsePriority reads 1..15 or one of the words low, normal, high, critical.
+func parsePriority(node *yaml.Node) (int, error) {
+	if node.Kind != yaml.ScalarNode {
+		return 0, invalidf("priority: must be a number from %d to %d or one of low, normal, high, critical, not a %s", minPriority, maxPriority, nodeKindName(node))
+	}
+	if p, ok := priorityWords[strings.ToLower(node.Value)]; ok && node.Tag == "!!str" {
+		return p, nil
+	}
+	p, err := strconv.Atoi(node.Value)
+	if err != nil || node.Tag != "!!int" {
+		return 0, invalidf("priority: %q is not a number from %d to %d nor one of low, normal, high, critical", node.Value, minPriority, maxPriority)
+	}
+	if p < minPriority || p > maxPriority {
+		return 0, invalidf("priority: %d is out of range; use %d (low) to %d (critical)", p, minPriority, maxPriority)
+	}
+	return p, nil
+}
+
+// parseTimeout reads whole seconds or a Go duration string; 0 means the default timeout.
+func parseTimeout(node *yaml.Node, lim specLimits) (time.Duration, error) {
+	if node.Kind != yaml.ScalarNode {
+		return 0, invalidf("timeout: must be seconds or a duration such as \"90s\" or \"5m\", not a %s", nodeKindName(node))
+	}
+	d, err := timeoutValue(node)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case d == 0:
+		return lim.DefaultTimeout, nil
+	case d < 0:
+		return 0, invalidf("timeout: must not be negative")
+	case d > lim.MaxTimeout:
+		return 0, invalidf("timeout: %s is above the maximum of %s (-max-timeout)", node.Value, lim.MaxTimeout)
+	}
+	return d, nil
+}
+
+// timeoutValue converts a timeout scalar to a duration. Seconds too large for a Duration are
+// clamped rather than wrapped, so they fail the maximum check instead of turning negative.
+func timeoutValue(node *yaml.Node) (time.Duration, error) {
+	if node.Tag == "!!int" {
+		secs, err := strconv.ParseInt(node.Value, 0, 64)
+		if err != nil {
+			return 0, invalidf("timeout: %s is out of range", node.Value)
+		}
+		const maxSecs = int64(1<<63-1) / int64(time.Second)
+		if secs > maxSecs {
+			secs = maxSecs
+		}
+		if secs < -maxSecs {
+			secs = -maxSecs
+		}
+		return time.Duration(secs) * time.Second, nil
+	}
+	d, err := time.ParseDuration(node.Value)
+	if err != nil || node.Tag != "!!str" {
+		return 0, invalidf("timeout: %q is neither whole seconds nor a duration such as \"90s\" or \"5m\"", node.Value)
+	}
+	return d, nil
+}
+
+// nodeKindName names a YAML node's kind for error messages.
+func nodeKindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return "null"
+		case "!!int", "!!float":
+			return "number"
+		case "!!bool":
+			return "boolean"
+		}
+		return "string"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "document"
+}
+
+// Job is one submitted playbook run. Its spec, id and creation time never change; the rest is
+// guarded by mu. The two logs carry the job's output lines and its status events.
+type Job struct {
+	ID        string
+	Spec      *JobSpec
+	CreatedAt time.Time
+	seq       uint64 // submission order, for FIFO among equal priorities
+
+	logs   *eventLog
+	events *eventLog
+
+	mu         sync.Mutex // guards the fields below
+	status     Status
+	startedAt  time.Time
+	finishedAt time.Time
+	exitCode   *int
+	message    string
+	cancelRun  func(*stopReason) // set when the job starts: ends its run for that reason
+}
+
+// newJobID returns a random id in the 8-4-4-4-12 hex form the seed's examples show.
+func newJobID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// Status returns the job's current status.
+func (j *Job) Status() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.status
+}
+
+// exitMessage explains an ansible-playbook exit code in the words of its documentation
+// (measured with ansible-core 2.14: 1 for a missing playbook, 2 when a host failed, 4 when a
+// host was unreachable or the playbook did not parse).
+func exitMessage(code int) string {
+	meaning := map[int]string{
+		1:   "an error occurred (for example a missing playbook or a bad option)",
+		2:   "one or more hosts failed",
+		3:   "one or more hosts were unreachable",
+		4:   "a host was unreachable or the playbook could not be parsed",
+		5:   "bad or incomplete options",
+		99:  "the run was interrupted",
+		250: "an unexpected error occurred",
+	}[code]
+	if meaning == "" {
+		meaning = "unexpected exit status"
+	}
+	return fmt.Sprintf("ansible-playbook exited with code %d: %s", code, meaning)
+}

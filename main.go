@@ -1,0 +1,270 @@
+// Command charond runs Ansible playbook jobs submitted over HTTP, by priority, and streams
+// every job's output and status changes to any number of clients over Server-Sent Events.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is everything the flags set.
+type config struct {
+	Addr            string
+	Workers         int
+	AnsiblePlaybook string
+	PlaybookDir     string
+	DataDir         string
+	DefaultTimeout  time.Duration
+	MaxTimeout      time.Duration
+	KillGrace       time.Duration
+	Heartbeat       time.Duration
+	WriteTimeout    time.Duration
+	MaxBody         int64
+	MaxLine         int
+	CORSOrigins     string
+	ShowVersion     bool
+}
+
+// parseFlags reads the command line; flags that have an environment variable take their
+// default from it, so a flag given explicitly always wins.
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("charond", flag.ContinueOnError)
+	fs.SetOutput(out)
+	env := func(name, fallback string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return fallback
+	}
+	envInt := func(name string, fallback int) int {
+		if n, err := strconv.Atoi(getenv(name)); err == nil {
+			return n
+		}
+		return fallback
+	}
+	fs.StringVar(&c.Addr, "addr", env("CHARON_ADDR", "127.0.0.1:8080"),
+		"Address to listen on, host:port. Env CHARON_ADDR.")
+	fs.IntVar(&c.Workers, "workers", envInt("CHARON_WORKERS", runtime.NumCPU()),
+		"How many jobs run at once; the rest wait in the queue by priority. Env CHARON_WORKERS.")
+	fs.StringVar(&c.AnsiblePlaybook, "ansible-playbook", env("CHARON_ANSIBLE_PLAYBOOK", "ansible-playbook"),
+		"The ansible-playbook to run: a path, or a name looked up in PATH. Env CHARON_ANSIBLE_PLAYBOOK.")
+	fs.StringVar(&c.PlaybookDir, "playbook-dir", env("CHARON_PLAYBOOK_DIR", "."),
+		"Directory that external playbook paths are resolved against and must stay inside. Env CHARON_PLAYBOOK_DIR.")
+	fs.StringVar(&c.DataDir, "data-dir", env("CHARON_DATA_DIR", "./charon-data"),
+		"Directory for charond's state: each running job's work dir (inventory, variables, embedded playbook). Env CHARON_DATA_DIR.")
+	fs.DurationVar(&c.DefaultTimeout, "default-timeout", time.Hour,
+		"Timeout of a job that sets none (or 0).")
+	fs.DurationVar(&c.MaxTimeout, "max-timeout", 24*time.Hour,
+		"Largest timeout a job may ask for; a larger one is refused with 400.")
+	fs.DurationVar(&c.KillGrace, "kill-grace", 10*time.Second,
+		"How long a cancelled or timed-out job's processes have between SIGTERM and SIGKILL.")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", 15*time.Second,
+		"How often an idle SSE stream sends a ': ping' comment, which keeps proxies from closing it.")
+	fs.DurationVar(&c.WriteTimeout, "stream-write-timeout", 30*time.Second,
+		"How long one write to an SSE client may block before the client is dropped; the job never waits for it.")
+	fs.Int64Var(&c.MaxBody, "max-body", 1<<20,
+		"Largest job submission accepted, in bytes; a larger one is answered 413.")
+	fs.IntVar(&c.MaxLine, "max-line", 64<<10,
+		"Longest output line kept, in bytes; a longer line keeps its start and says how much was cut.")
+	fs.StringVar(&c.CORSOrigins, "cors-origins", env("CHARON_CORS_ORIGINS", ""),
+		"Comma-separated origins whose browser pages may call the API, or * for any. Empty allows none. Env CHARON_CORS_ORIGINS.")
+	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: charond takes flags only (see -h)", fs.Arg(0))
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.Workers < 1:
+		return fmt.Errorf("-workers must be at least 1, not %d", c.Workers)
+	case c.DefaultTimeout <= 0 || c.MaxTimeout <= 0:
+		return errors.New("-default-timeout and -max-timeout must be positive")
+	case c.DefaultTimeout > c.MaxTimeout:
+		return fmt.Errorf("-default-timeout (%s) must not exceed -max-timeout (%s)", c.DefaultTimeout, c.MaxTimeout)
+	case c.KillGrace < 0 || c.Heartbeat <= 0 || c.WriteTimeout <= 0:
+		return errors.New("-kill-grace must not be negative; -heartbeat and -stream-write-timeout must be positive")
+	case c.MaxBody < 1 || c.MaxLine < 1:
+		return errors.New("-max-body and -max-line must be at least 1")
+	}
+	return nil
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "charond:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without os.Exit, so deferred cleanup always runs.
+func run(args []string) error {
+	cfg, err := parseFlags(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.ShowVersion {
+		fmt.Println("charond", version)
+		return nil
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	d, err := newDaemon(cfg, logger)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	return d.serve(ctx, ln)
+}
+
+// daemon is charond wired together: scheduler, HTTP server and settings.
+type daemon struct {
+	cfg   *config
+	log   *slog.Logger
+	sched *scheduler
+	srv   *server
+}
+
+// newDaemon checks the settings against the machine and wires the parts; it starts nothing.
+func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
+	playbookDir, err := realDir(cfg.PlaybookDir)
+	if err != nil {
+		return nil, fmt.Errorf("-playbook-dir: %w", err)
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("-data-dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("-data-dir: %w", err)
+	}
+	r := &runner{
+		playbookCmd: cfg.AnsiblePlaybook,
+		workRoot:    filepath.Join(dataDir, "work"),
+		killGrace:   cfg.KillGrace,
+		maxLine:     cfg.MaxLine,
+	}
+	sched := newScheduler(r, logger)
+	srv := &server{
+		sched:       sched,
+		log:         logger,
+		limits:      specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout},
+		maxBody:     cfg.MaxBody,
+		stream:      streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second},
+		corsOrigins: splitList(cfg.CORSOrigins),
+		workers:     cfg.Workers,
+	}
+	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv}, nil
+}
+
+// realDir makes dir absolute with symlinks resolved, so containment checks compare real paths.
+func realDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", err
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	if !info.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", real)
+	}
+	return real, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// serve runs the daemon on ln until ctx ends, then shuts down: no new jobs, running ones
+// cancelled, open streams ended with their final events.
+func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
+	d.srv.ansibleVersion = d.checkAnsible()
+	d.sched.start(d.cfg.Workers)
+	httpSrv := &http.Server{
+		Handler: d.srv.routes(),
+		// Slow clients may not hold a connection open before sending their headers...
+		ReadHeaderTimeout: 10 * time.Second,
+		// ...nor sit idle between requests for long. There is deliberately no WriteTimeout:
+		// streams last as long as their job; each stream write has its own deadline instead.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+	d.log.Info("charond listening", "addr", ln.Addr().String(), "workers", d.cfg.Workers,
+		"playbook_dir", d.srv.limits.PlaybookDir, "data_dir", d.cfg.DataDir, "ansible_playbook", d.srv.ansibleVersion)
+
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	d.log.Info("shutting down: cancelling jobs and ending streams")
+	// Jobs get -kill-grace to end after SIGTERM; a few seconds more cover reaping and the
+	// final events.
+	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.KillGrace+3*time.Second)
+	defer cancel()
+	if err := d.sched.shutdown(sctx); err != nil {
+		d.log.Warn("shutdown", "err", err)
+	}
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		d.log.Warn("closing open connections", "err", err)
+		httpSrv.Close()
+	}
+	d.log.Info("charond stopped")
+	return nil
+}
+
+// checkAnsible asks ansible-playbook for its version. When it is missing charond still runs,
+// warns loudly, and every job fails saying how to install it.
+func (d *daemon) checkAnsible() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := d.sched.runner.version(ctx)
+	if err != nil {
+		d.log.Warn("ANSIBLE-PLAYBOOK NOT USABLE: every job will fail until it is installed",
+			"err", err,
+			"fix", "install ansible-core (apt-get install ansible-core, or pipx install ansible-core) or set -ansible-playbook")
+		return "unavailable: " + err.Error()
+	}
+	return v
+}
