@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkIngest measures lines per second from a runner process into a job's log: the fake
+// runner prints b.N lines as fast as the pipe takes them.
+func BenchmarkIngest(b *testing.B) {
+	td := startTestDaemon(b)
+	b.ResetTimer()
+	start := time.Now()
+	id := td.submitFake(b, "ingest", 5, map[string]any{"fake": "lines", "count": b.N})
+	td.waitStatus(b, id, StatusCompleted)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	job, _ := td.sched.get(id)
+	if n := job.logs.length(); n != b.N {
+		b.Fatalf("logged %d lines, want %d", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "lines/s")
+}
+
+// discardStream is a ResponseWriter for in-process stream subscribers: it supports Flush and
+// write deadlines as a real connection does, and drops the bytes.
+type discardStream struct {
+	h http.Header
+}
+
+func (d *discardStream) Header() http.Header              { return d.h }
+func (d *discardStream) Write(p []byte) (int, error)      { return len(p), nil }
+func (d *discardStream) WriteHeader(int)                  {}
+func (d *discardStream) Flush()                           {}
+func (d *discardStream) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkFanout1000 measures deliveries per second of one job's lines to 1,000 stream
+// subscribers, each running the real stream handler loop.
+func BenchmarkFanout1000(b *testing.B) {
+	const subscribers = 1000
+	job := &Job{ID: "bench", logs: newEventLog("log"), events: newEventLog("job_event")}
+	cfg := streamConfig{Heartbeat: time.Hour, WriteTimeout: time.Minute, Retry: time.Second}
+	var wg sync.WaitGroup
+	for i := 0; i < subscribers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := httptest.NewRequest("GET", "/api/v1/jobs/bench/logs/stream", nil).WithContext(context.Background())
+			serveStream(&discardStream{h: http.Header{}}, r, job, job.logs, "log", cfg)
+		}()
+	}
+	for job.logs.subscriberCount() < subscribers {
+		time.Sleep(time.Millisecond)
+	}
+	line := [][]byte{[]byte("ok: [localhost] => {\"msg\": \"a typical line of Ansible output\"}")}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		job.appendLines(time.Now(), "stdout", line)
+	}
+	job.logs.close(streamEnd{Status: StatusCompleted})
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(b.N)*subscribers/elapsed.Seconds(), "deliveries/s")
+}
+
+// BenchmarkSubmitToStart measures the time from a submission over HTTP to its job running,
+// with an idle worker waiting.
+func BenchmarkSubmitToStart(b *testing.B) {
+	td := startTestDaemon(b)
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		id := td.submitFake(b, "quick", 5, map[string]any{"fake": "lines", "count": 1})
+		job, _ := td.sched.get(id)
+		td.waitStatus(b, id, StatusCompleted)
+		job.mu.Lock()
+		total += job.startedAt.Sub(start)
+		job.mu.Unlock()
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/start")
+}
