@@ -118,7 +118,9 @@ func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(body))
 	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); err == io.EOF {
+		return nil, invalidf("job document is empty")
+	} else if err != nil {
 		return nil, invalidf("job document is not valid YAML: %v", err)
 	}
 	var extra yaml.Node
@@ -490,8 +492,6 @@ func jsonCompatible(path string, v any) (any, error) {
 	case time.Time:
 		// YAML timestamps decode to time.Time; Ansible would read them as strings anyway.
 		return v.Format(time.RFC3339Nano), nil
-	case []byte:
-		return nil, invalidf("%s: binary values are not supported", path)
 	default:
 		return v, nil
 	}
