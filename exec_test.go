@@ -122,7 +122,7 @@ func TestRunExitCodeFails(t *testing.T) {
 }
 
 func TestRunMissingAnsibleFailsSayingHowToInstall(t *testing.T) {
-	td := startTestDaemon(t, func(c *config, r *runner) { r.playbookCmd = "/nonexistent/ansible-playbook" })
+	td := startTestDaemon(t, func(d *daemon) { d.sched.runner.playbookCmd = "/nonexistent/ansible-playbook" })
 	id := td.submitFake(t, "missing", 5, map[string]any{"fake": "lines"})
 	job := td.waitStatus(t, id, StatusFailed)
 	msg, _ := job["message"].(string)
@@ -157,7 +157,7 @@ func TestCancelRunningJob(t *testing.T) {
 }
 
 func TestCancelSIGKILLsAfterGrace(t *testing.T) {
-	td := startTestDaemon(t, func(c *config, r *runner) { r.killGrace = 200 * time.Millisecond })
+	td := startTestDaemon(t, func(d *daemon) { d.sched.runner.killGrace = 200 * time.Millisecond })
 	id := td.submitFake(t, "stubborn", 5, map[string]any{"fake": "ignore_term"})
 	waitLogLines(t, td, id, 1)
 	postCancel(t, td, id, 202)

@@ -39,21 +39,19 @@ type testDaemon struct {
 	dir  string
 }
 
-// testOptions adjust a test daemon's configuration before it starts.
-type testOptions func(c *config, r *runner)
+// testOption adjusts a test daemon before it starts.
+type testOption func(d *daemon)
 
 // withRealAnsible runs the real ansible-playbook instead of the fake.
-func withRealAnsible(c *config, r *runner) {
-	c.AnsiblePlaybook = "ansible-playbook"
-	r.playbookCmd = "ansible-playbook"
-	r.extraEnv = nil
+func withRealAnsible(d *daemon) {
+	d.cfg.AnsiblePlaybook = "ansible-playbook"
+	d.sched.runner.playbookCmd = "ansible-playbook"
+	d.sched.runner.extraEnv = nil
 }
-
-func withWorkers(n int) testOptions { return func(c *config, r *runner) { c.Workers = n } }
 
 // startTestDaemon starts a daemon on a temporary data dir and playbook dir. It is shut down,
 // and checked for leftover goroutines from its streams, when the test ends.
-func startTestDaemon(t testing.TB, opts ...testOptions) *testDaemon {
+func startTestDaemon(t testing.TB, opts ...testOption) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	self, err := os.Executable()
@@ -88,9 +86,8 @@ func startTestDaemon(t testing.TB, opts ...testOptions) *testDaemon {
 	// The race detector makes a process sleep a second at exit; the fake runner needn't.
 	d.sched.runner.extraEnv = []string{"CHARON_FAKE_RUNNER=1", "GORACE=atexit_sleep_ms=0"}
 	for _, o := range opts {
-		o(cfg, d.sched.runner)
+		o(d)
 	}
-	d.srv.workers = cfg.Workers
 	d.sched.start(cfg.Workers)
 	ts := httptest.NewServer(d.srv.routes())
 	td := &testDaemon{daemon: d, URL: ts.URL, http: ts, dir: dir}
