@@ -1,0 +1,944 @@
+// Command streaming_demo is a client for charond: it submits Ansible jobs and follows their logs
+// and status events as charond streams them over Server-Sent Events.
+//
+// Build it with `go build -o streaming_demo main.go`; everything but the tests lives in this
+// file so that command works. Run it with -h for the commands.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const usage = `Usage: streaming_demo <command> [argument]
+
+Commands:
+  submit FILE   Submit the job in the YAML file FILE, then stream its logs to the end.
+  stream ID     Stream the logs of job ID, from its first line to its end.
+  events ID     Stream the status changes and other events of job ID.
+  demo          Submit a built-in long-running job and stream it, with a running commentary.
+  help          Show this help (also -h).
+
+Environment:
+  CHARON_URL    charond's address (default http://localhost:8080).
+  CHARON_TOKEN  When set, sent to charond as a bearer token.
+  NO_COLOR      When set, no colour even on a terminal.
+
+Exit status: 0 the job completed; 1 it failed, timed out or was cancelled; 2 usage error,
+job refused or not found, or charond unreachable; 130 interrupted (the job keeps running).
+`
+
+// Exit statuses; see usage.
+const (
+	exitCompleted   = 0
+	exitJobFailed   = 1
+	exitUsage       = 2
+	exitInterrupted = 130 // the shell's convention for a program stopped by SIGINT
+)
+
+const (
+	defaultURL = "http://localhost:8080"
+	// requestTimeout bounds every request that is not a stream; charond answers them at once.
+	requestTimeout = 30 * time.Second
+	// streamIdleTimeout: charond sends a ping comment every 15 s, so three missed pings mean the
+	// connection is dead even if TCP has not noticed (a sleeping laptop, a NAT that forgot us).
+	streamIdleTimeout = 45 * time.Second
+	// maxLineBytes caps one line of an event stream so a broken server cannot exhaust memory;
+	// it is well above the largest log line charond sends.
+	maxLineBytes = 8 << 20
+	rule         = "────────────────────────────────────────────────────────────────────────────────"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run carries out the command in args and returns the exit status. It is main without the
+// process: tests call it with their own writers and environment.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[1], args[2:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitCompleted
+	case "submit", "stream", "events":
+		if len(rest) != 1 || rest[0] == "" {
+			fmt.Fprintf(stderr, "streaming_demo %s takes one argument\n\n%s", cmd, usage)
+			return exitUsage
+		}
+	case "demo":
+		if len(rest) != 0 {
+			fmt.Fprintf(stderr, "streaming_demo demo takes no argument\n\n%s", usage)
+			return exitUsage
+		}
+	default:
+		fmt.Fprintf(stderr, "streaming_demo: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+
+	c := newClient(getenv("CHARON_URL"), getenv("CHARON_TOKEN"), args[0],
+		&printer{out: stdout, err: stderr, color: useColor(stdout, getenv)})
+	switch cmd {
+	case "submit":
+		return c.submit(ctx, rest[0])
+	case "stream":
+		return c.follow(ctx, "stream", "logs", rest[0])
+	case "events":
+		return c.follow(ctx, "events", "events", rest[0])
+	default:
+		return c.demo(ctx)
+	}
+}
+
+// client talks to one charond and prints what it learns.
+type client struct {
+	base  string // charond's URL, without a trailing slash
+	token string
+	prog  string // how the user ran us, for the command that resumes watching
+	http  *http.Client
+	out   *printer
+
+	// Reconnection policy for dropped streams; tests shorten the delays. The server's retry
+	// field, when it sends one, replaces retryBase.
+	retryBase, retryMax time.Duration
+	maxRetries          int           // consecutive failed attempts before giving up
+	idleTimeout         time.Duration // see streamIdleTimeout
+	pollInterval        time.Duration // how often demo asks whether its job has started
+}
+
+func newClient(base, token, prog string, out *printer) *client {
+	if base == "" {
+		base = defaultURL
+	}
+	return &client{
+		base:  strings.TrimRight(base, "/"),
+		token: token,
+		prog:  prog,
+		// No client-wide timeout: streams last as long as their job.
+		http:      &http.Client{},
+		out:       out,
+		retryBase: time.Second,
+		retryMax:  15 * time.Second,
+		// 10 attempts, 1, 2, 4, 8 and then 15 s apart, take 105 s: long enough for charond to
+		// restart, short enough that a user is not left waiting long on a dead one.
+		maxRetries:   10,
+		idleTimeout:  streamIdleTimeout,
+		pollInterval: 500 * time.Millisecond,
+	}
+}
+
+// job is the part of charond's job JSON the client uses.
+type job struct {
+	ID            string     `json:"id"`
+	Name          string     `json:"name"`
+	Status        string     `json:"status"`
+	ExitCode      *int       `json:"exit_code"`
+	QueuePosition int        `json:"queue_position"`
+	StartedAt     *time.Time `json:"started_at"`
+	FinishedAt    *time.Time `json:"finished_at"`
+}
+
+// submit sends the job in file and follows its logs to the end.
+func (c *client) submit(ctx context.Context, file string) int {
+	body, playbook, err := loadJobFile(file)
+	if err != nil {
+		c.out.fail("%v (nothing was sent)", err)
+		return exitUsage
+	}
+	c.out.say("🚀 Submitting job from %s...", file)
+	j, err := c.postJob(ctx, body)
+	if err != nil {
+		code := c.report(ctx, "", "", err)
+		var refused *apiError
+		if playbook != "" && errors.As(err, &refused) {
+			c.out.note("   The job file's playbook path was sent as %s", playbook)
+		}
+		return code
+	}
+	c.out.submitted("✅ Job submitted!", j)
+	return c.follow(ctx, "stream", "logs", j.ID)
+}
+
+// follow is the stream and events commands: it watches job id's "logs" or "events" to the end.
+func (c *client) follow(ctx context.Context, cmd, what, id string) int {
+	c.out.say("📋 Streaming %s for job %s...", what, id)
+	c.out.say("%s", rule)
+	status, err := c.watch(ctx, what, id)
+	if err != nil {
+		return c.report(ctx, cmd, id, err)
+	}
+	return exitFor(status)
+}
+
+// demo submits demoJob, waits for it to start, streams its logs and sums up.
+func (c *client) demo(ctx context.Context) int {
+	c.out.say("%s", c.out.paint(ansiBold, "🏁 Charon Log Streaming Demo"))
+	c.out.say("%s", strings.Repeat("=", 80))
+	c.out.say("Charon URL: %s", c.base)
+	c.out.say("")
+	c.out.say("🚀 Submitting demo job...")
+	j, err := c.postJob(ctx, []byte(demoJob))
+	if err != nil {
+		return c.report(ctx, "", "", err)
+	}
+	c.out.submitted("✅ Demo job submitted!", j)
+
+	c.out.say("⏳ Waiting for job to start...")
+	if err := c.waitForStart(ctx, j.ID); err != nil {
+		return c.report(ctx, "stream", j.ID, err)
+	}
+	c.out.say("📋 Starting log stream for demo job...")
+	c.out.say("%s", rule)
+	if _, err := c.watch(ctx, "logs", j.ID); err != nil {
+		return c.report(ctx, "stream", j.ID, err)
+	}
+
+	final, err := c.getJob(ctx, j.ID)
+	if err != nil {
+		return c.report(ctx, "stream", j.ID, err)
+	}
+	c.out.say("")
+	icon, _, color := statusStyle(final.Status)
+	summary := "Final status: " + final.Status
+	if final.ExitCode != nil {
+		summary += fmt.Sprintf(" (exit code %d)", *final.ExitCode)
+	}
+	c.out.say("%s", c.out.paint(color, icon+" "+summary))
+	if final.StartedAt != nil && final.FinishedAt != nil {
+		c.out.say("⏱️  Duration: %s", final.FinishedAt.Sub(*final.StartedAt).Round(100*time.Millisecond))
+	}
+	return exitFor(final.Status)
+}
+
+// demoJob is the demo's built-in job: fifteen items two seconds apart, each with the date, and a
+// checkpoint every fifth item.
+const demoJob = `name: "Demo Long Running Task"
+description: "The streaming demo's built-in job: 15 items, two seconds apart"
+playbook: |
+  ---
+  - name: Demo Long Running Playbook
+    hosts: localhost
+    gather_facts: false
+    connection: local
+
+    tasks:
+      - name: Start demo job
+        debug:
+          msg: "🚀 Starting demo job..."
+
+      - name: Process items
+        debug:
+          msg: "{{ [progress, '⚡ Checkpoint reached at item %d' % item] if item % 5 == 0 else progress }}"
+        vars:
+          progress: "📊 Processing item {{ item }}/15 ({{ now(utc=true).strftime('%a %b %e %H:%M:%S UTC %Y') }})"
+        loop: "{{ range(1, 16) | list }}"
+        loop_control:
+          pause: 2
+
+      - name: Finish demo job
+        debug:
+          msg: "✅ Demo job completed successfully!"
+inventory:
+  - "localhost"
+priority: 5
+timeout: 120
+`
+
+// exitFor maps a job's final status to the exit status.
+func exitFor(status string) int {
+	if status == "completed" {
+		return exitCompleted
+	}
+	return exitJobFailed
+}
+
+// report prints err in words the user can act on and returns the exit status it calls for.
+// cmd and id, when known, name the command that resumes watching after an interruption.
+func (c *client) report(ctx context.Context, cmd, id string, err error) int {
+	var unreachable *unreachableError
+	var refused *apiError
+	switch {
+	case ctx.Err() != nil:
+		c.out.note("")
+		if id == "" {
+			c.out.note("⏹️  Interrupted.")
+		} else {
+			c.out.note("⏹️  Stopped watching job %s; it keeps running. To watch it again:", id)
+			c.out.note("   %s %s %s", c.prog, cmd, id)
+		}
+		return exitInterrupted
+	case errors.As(err, &unreachable):
+		c.out.fail("cannot reach charond at %s: %v", c.base, unreachable.err)
+		c.out.note("   Is charond running? Start it, or set CHARON_URL to its address.")
+	case errors.As(err, &refused) && refused.status == http.StatusNotFound && id != "":
+		c.out.fail("%v", err)
+		c.out.note("   Check the job ID: charond knows no job %s.", id)
+	default:
+		c.out.fail("%v", err)
+	}
+	return exitUsage
+}
+
+// waitForStart polls job id until it leaves the queue, printing its place in line as it moves.
+func (c *client) waitForStart(ctx context.Context, id string) error {
+	lastPos := 0
+	for {
+		j, err := c.getJob(ctx, id)
+		if err != nil || j.Status != "queued" {
+			return err
+		}
+		if j.QueuePosition > 0 && j.QueuePosition != lastPos {
+			c.out.say("   Position %d in the queue", j.QueuePosition)
+			lastPos = j.QueuePosition
+		}
+		if err := sleep(ctx, c.pollInterval); err != nil {
+			return err
+		}
+	}
+}
+
+// watch prints job id's "logs" or "events" stream to its end and returns the job's final status.
+func (c *client) watch(ctx context.Context, what, id string) (string, error) {
+	var seen idFilter
+	var status string
+	ended := false
+	connects := 0
+	path := "/api/v1/jobs/" + url.PathEscape(id) + "/" + what + "/stream"
+	err := c.stream(ctx, path, func(ev sseEvent) bool {
+		d := decodeData(ev.Data)
+		switch {
+		case ev.Type == "connected":
+			connects++
+			if connects == 1 {
+				c.out.stamped(d.when(), ansiCyan, "🔗 Connected "+messageJSON(d.Message))
+			} else {
+				c.out.note("🔄 Reconnected to the %s stream of job %s", what, id)
+			}
+		case ev.Type == "completed":
+			status, ended = d.Status, true
+			c.out.ending(d)
+		case seen.fresh(ev.ID): // else printed before a reconnection
+			c.out.event(ev.Type, d)
+		}
+		return ended
+	})
+	if errors.Is(err, errStreamGone) {
+		// charond had nothing left to send: the job ended while we were reconnecting.
+		err = nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if status == "" {
+		// Either the stream ended with a 204 or its completed event carried no status.
+		j, err := c.getJob(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		status = j.Status
+		if !ended {
+			d := eventData{Message: "Job already ended", Status: j.Status, ExitCode: j.ExitCode}
+			if j.FinishedAt != nil {
+				d.Timestamp = j.FinishedAt.Format(time.RFC3339Nano)
+			}
+			c.out.ending(d)
+		}
+	}
+	c.out.say("")
+	if what == "logs" {
+		c.out.say("📋 Log stream ended")
+	} else {
+		c.out.say("📋 Event stream ended")
+	}
+	return status, nil
+}
+
+// idFilter drops the events a reconnection repeats: those whose own numeric id is not above the
+// highest seen. Events without a numeric id always pass.
+type idFilter struct{ max int64 }
+
+func (f *idFilter) fresh(id string) bool {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return true
+	}
+	if n <= f.max {
+		return false
+	}
+	f.max = n
+	return true
+}
+
+// errStreamGone means charond answered a reconnection with 204 No Content: the job has ended and
+// every event was already sent.
+var errStreamGone = errors.New("stream has ended")
+
+// errStalled cancels a stream connection on which nothing arrived for idleTimeout.
+var errStalled = errors.New("no data from charond, not even a ping")
+
+// stream reads the event stream at path, calling handle for each event until handle returns
+// true. When the connection drops it reconnects with Last-Event-ID, backing off between
+// attempts, so handle sees the stream continue where it broke off.
+func (c *client) stream(ctx context.Context, path string, handle func(sseEvent) bool) error {
+	events := &sseReader{} // its last event ID and retry carry over from one connection to the next
+	connected := false
+	failures := 0
+	for {
+		got, done, err := c.streamOnce(ctx, path, events, handle)
+		connected = connected || got >= 0
+		switch {
+		case done:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !retryable(err, connected):
+			return err
+		}
+		if got > 0 {
+			failures = 0
+		}
+		failures++
+		if failures > c.maxRetries {
+			return fmt.Errorf("gave up after %d attempts to reconnect: %w", c.maxRetries, err)
+		}
+		delay := backoff(c.retryBase, events.retry, c.retryMax, failures)
+		c.out.note("⚠️  Lost the stream (%v); reconnecting in %v...", err, delay)
+		if err := sleep(ctx, delay); err != nil {
+			return err
+		}
+	}
+}
+
+// streamOnce makes one connection to the event stream at path and parses it with events. It
+// returns how many events it passed to handle (-1 if it never got a 200), whether handle
+// reported the end, and why the connection ended otherwise.
+func (c *client) streamOnce(ctx context.Context, path string, events *sseReader,
+	handle func(sseEvent) bool) (got int, done bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return -1, false, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if events.lastID != "" {
+		req.Header.Set("Last-Event-ID", events.lastID)
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return -1, false, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNoContent:
+		return -1, false, errStreamGone
+	case resp.StatusCode != http.StatusOK:
+		return -1, false, readAPIError(resp)
+	}
+
+	// The watchdog is owned by this call: Stop below ends it, and it only cancels ctx.
+	watchdog := time.AfterFunc(c.idleTimeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	body := readerFunc(func(p []byte) (int, error) {
+		watchdog.Reset(c.idleTimeout)
+		return resp.Body.Read(p)
+	})
+	events.reset(body)
+	for {
+		ev, err := events.next()
+		switch {
+		case err == io.EOF:
+			return got, false, errors.New("charond closed the stream before the end")
+		case err != nil && errors.Is(context.Cause(ctx), errStalled):
+			return got, false, errStalled
+		case err != nil:
+			return got, false, err
+		}
+		got++
+		if handle(ev) {
+			return got, true, nil
+		}
+	}
+}
+
+// retryable tells whether reconnecting may get past err. Refusals (4xx) are final; so is an
+// unreachable charond before the stream ever opened, since then it is most likely not running.
+func retryable(err error, connected bool) bool {
+	var api *apiError
+	var unreachable *unreachableError
+	switch {
+	case errors.Is(err, errStreamGone):
+		return false
+	case errors.As(err, &api):
+		return api.status >= 500
+	case errors.As(err, &unreachable):
+		return connected
+	}
+	return true
+}
+
+// backoff is the delay before reconnection attempt n (from 1): the server's retry if it sent one,
+// else base, doubled per failed attempt up to max.
+func backoff(base, serverRetry, max time.Duration, n int) time.Duration {
+	if serverRetry > 0 {
+		base = serverRetry
+	}
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// postJob submits a job file's YAML and returns the queued job.
+func (c *client) postJob(ctx context.Context, body []byte) (job, error) {
+	var j job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs", body, &j)
+	if err != nil {
+		var refused *apiError
+		if errors.As(err, &refused) {
+			err = fmt.Errorf("charond refused the job: %w", err)
+		}
+	}
+	return j, err
+}
+
+func (c *client) getJob(ctx context.Context, id string) (job, error) {
+	var j job
+	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
+	return j, err
+}
+
+// call makes a short request to charond (a YAML body if body is not nil) and decodes its JSON
+// answer into out.
+func (c *client) call(ctx context.Context, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-yaml")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return readAPIError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: reading charond's answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// send performs req with the bearer token, turning a failure to reach charond into an
+// *unreachableError.
+func (c *client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return nil, &unreachableError{err: err}
+	}
+	return resp, nil
+}
+
+// unreachableError is a request that never got an answer from charond.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return "cannot reach charond: " + e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// apiError is an error answer from charond: its status and the reason from its JSON body.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.msg, e.status) }
+
+// readAPIError builds an *apiError from resp, falling back to the body's text or the status
+// text when the body is not charond's {"error": "..."}.
+func readAPIError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var payload struct {
+		Error string `json:"error"`
+	}
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &payload) == nil && payload.Error != "" {
+		msg = payload.Error
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return &apiError{status: resp.StatusCode, msg: msg}
+}
+
+// loadJobFile reads the job file at path and checks that it is valid YAML, so a typo is reported
+// with its line before anything is sent. A relative playbook path in it is made absolute against
+// the file's directory, so the job means the same from any working directory; then the
+// returned body is the file re-encoded and playbook is the path it now names. Otherwise the body
+// is the file as it is.
+func loadJobFile(path string) (body []byte, playbook string, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, "", yamlError(path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, "", fmt.Errorf("%s: the job file is empty", path)
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return nil, "", fmt.Errorf("%s:%d: a job is a mapping of fields (name: ..., playbook: ...)", path, top.Line)
+	}
+	var fields map[string]any // decoded only to catch a duplicate key
+	if err := doc.Decode(&fields); err != nil {
+		return nil, "", yamlError(path, err)
+	}
+
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		value := top.Content[i+1]
+		if top.Content[i].Value != "playbook" || value.Kind != yaml.ScalarNode ||
+			value.Value == "" || strings.Contains(value.Value, "\n") || filepath.IsAbs(value.Value) {
+			continue
+		}
+		abs, err := filepath.Abs(filepath.Join(filepath.Dir(path), value.Value))
+		if err != nil {
+			return nil, "", err
+		}
+		value.Value = abs
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
+		if err := enc.Encode(&doc); err != nil {
+			return nil, "", fmt.Errorf("%s: %w", path, err)
+		}
+		return buf.Bytes(), abs, nil
+	}
+	return data, "", nil
+}
+
+var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// yamlError turns the YAML library's error into "FILE:LINE: reason" lines.
+func yamlError(path string, err error) error {
+	reasons := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	var typeErr *yaml.TypeError
+	if errors.As(err, &typeErr) {
+		reasons = typeErr.Errors
+	}
+	lines := make([]string, len(reasons))
+	for i, r := range reasons {
+		if m := yamlLine.FindStringSubmatch(r); m != nil {
+			lines[i] = path + ":" + m[1] + ": " + m[2]
+		} else {
+			lines[i] = path + ": " + r
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// eventData is the JSON in the data of charond's events: log lines, job events, and the
+// connected and completed events that open and close every stream.
+type eventData struct {
+	Message   string `json:"message"`
+	Line      string `json:"line"`
+	Timestamp string `json:"timestamp"`
+	Stream    string `json:"stream"`
+	Type      string `json:"type"`
+	Status    string `json:"status"`
+	ExitCode  *int   `json:"exit_code"`
+}
+
+// decodeData reads an event's data; data that is not a JSON object is taken as a log line.
+func decodeData(data string) eventData {
+	var d eventData
+	if json.Unmarshal([]byte(data), &d) != nil {
+		d = eventData{Line: data, Message: data}
+	}
+	return d
+}
+
+// when is the event's time, or now if it has none.
+func (d eventData) when() time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, d.Timestamp); err == nil {
+		return t
+	}
+	return time.Now()
+}
+
+// messageJSON renders a message the way the seed shows it: {"message": "..."}.
+func messageJSON(msg string) string {
+	q, _ := json.Marshal(msg)
+	return `{"message": ` + string(q) + `}`
+}
+
+// ANSI colours.
+const (
+	ansiReset   = "\033[0m"
+	ansiBold    = "\033[1m"
+	ansiDim     = "\033[2m"
+	ansiRed     = "\033[31m"
+	ansiGreen   = "\033[32m"
+	ansiYellow  = "\033[33m"
+	ansiBlue    = "\033[34m"
+	ansiMagenta = "\033[35m"
+	ansiCyan    = "\033[36m"
+)
+
+// useColor tells whether to colour output written to w: only on a terminal, and never when
+// NO_COLOR is set (https://no-color.org).
+func useColor(w io.Writer, getenv func(string) string) bool {
+	f, ok := w.(*os.File)
+	if !ok || getenv("NO_COLOR") != "" {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}
+
+// statusStyle is how a job status is shown: an icon, a label and a colour.
+func statusStyle(status string) (icon, label, color string) {
+	switch status {
+	case "queued":
+		return "⏳", "Queued", ansiYellow
+	case "running":
+		return "🏃", "Running", ansiBlue
+	case "completed":
+		return "✅", "Completed", ansiGreen
+	case "failed":
+		return "❌", "Failed", ansiRed
+	case "timed_out":
+		return "⏰", "Timed out", ansiRed
+	case "cancelled":
+		return "🚫", "Cancelled", ansiMagenta
+	}
+	return "❔", status, ""
+}
+
+// printer writes the client's output: the stream to out, errors and notices to err.
+type printer struct {
+	out, err io.Writer
+	color    bool
+}
+
+func (p *printer) paint(color, s string) string {
+	if !p.color || color == "" {
+		return s
+	}
+	return color + s + ansiReset
+}
+
+func (p *printer) say(format string, args ...any) { fmt.Fprintf(p.out, format+"\n", args...) }
+
+// note writes a notice to the error stream.
+func (p *printer) note(format string, args ...any) { fmt.Fprintf(p.err, format+"\n", args...) }
+
+func (p *printer) fail(format string, args ...any) {
+	fmt.Fprintln(p.err, p.paint(ansiRed, "❌ "+fmt.Sprintf(format, args...)))
+}
+
+// stamped writes one stream line behind its [HH:MM:SS] time.
+func (p *printer) stamped(t time.Time, color, text string) {
+	p.say("%s %s", p.paint(ansiDim, t.Local().Format("[15:04:05]")), p.paint(color, text))
+}
+
+func (p *printer) submitted(title string, j job) {
+	p.say("%s", p.paint(ansiGreen, title))
+	p.say("   Job ID: %s", j.ID)
+	p.say("   Name: %s", j.Name)
+	p.say("   Status: %s", j.Status)
+	p.say("")
+}
+
+// event writes an event from the middle of a stream: a log line, a job's status change coloured
+// by status, or any other job event or event type as its type and message.
+func (p *printer) event(typ string, d eventData) {
+	switch {
+	case typ == "log" && d.Stream == "stderr":
+		p.stamped(d.when(), ansiYellow, "📝 ERR: "+d.Line)
+	case typ == "log":
+		p.stamped(d.when(), "", "📝 LOG: "+d.Line)
+	case typ == "job_event" && d.Type == "status_changed":
+		icon, _, color := statusStyle(d.Status)
+		p.stamped(d.when(), color, fmt.Sprintf("%s %-10s %s", icon, d.Status, d.Message))
+	case typ == "job_event":
+		p.stamped(d.when(), "", fmt.Sprintf("📌 %s: %s", d.Type, d.Message))
+	default:
+		p.stamped(d.when(), "", fmt.Sprintf("📌 %s: %s", typ, d.Message))
+	}
+}
+
+// ending writes the completed event that closes a stream, labelled by the job's final status.
+func (p *printer) ending(d eventData) {
+	status := d.Status
+	if status == "" {
+		status = "completed" // the seed's completed event carries no status
+	}
+	icon, label, color := statusStyle(status)
+	text := icon + " " + label + " " + messageJSON(d.Message)
+	if d.ExitCode != nil && *d.ExitCode != 0 {
+		text += fmt.Sprintf(" (exit code %d)", *d.ExitCode)
+	}
+	p.stamped(d.when(), color, text)
+}
+
+// sseEvent is one event of a text/event-stream.
+type sseEvent struct {
+	Type string // the event field, "message" when the event has none
+	Data string // the data fields joined with "\n"
+	ID   string // the event's own id field, "" when it has none
+}
+
+// sseReader parses a text/event-stream as the WHATWG HTML standard says (section 9.2.6): lines
+// end in CR, LF or CRLF; a line starting with ":" is a comment; a blank line dispatches the
+// event; an event without data fields is not dispatched (but its id and retry still count).
+type sseReader struct {
+	r       *bufio.Reader
+	lastID  string        // the last event ID, sent back as Last-Event-ID on reconnection
+	retry   time.Duration // the last retry field; 0 if none came
+	line    []byte        // the line being read, reused
+	afterCR bool          // the last line ended in CR, so an LF right after belongs to it
+	started bool          // past the first line, where a byte order mark may stand
+}
+
+// reset makes p read a new connection's stream, keeping the last event ID and retry.
+func (p *sseReader) reset(r io.Reader) {
+	*p = sseReader{r: bufio.NewReader(r), lastID: p.lastID, retry: p.retry, line: p.line[:0]}
+}
+
+// next returns the next dispatched event. At the end of the input it returns io.EOF and drops
+// an event that was not finished by a blank line, as the standard says.
+func (p *sseReader) next() (sseEvent, error) {
+	var ev sseEvent
+	var data strings.Builder
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return sseEvent{}, err
+		}
+		if !p.started {
+			p.started = true
+			line = bytes.TrimPrefix(line, []byte("\uFEFF"))
+		}
+		if len(line) == 0 {
+			if data.Len() == 0 {
+				ev = sseEvent{}
+				continue
+			}
+			ev.Data = strings.TrimSuffix(data.String(), "\n")
+			if ev.Type == "" {
+				ev.Type = "message"
+			}
+			return ev, nil
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "": // a comment
+		case "event":
+			ev.Type = string(value)
+		case "data":
+			data.Write(value)
+			data.WriteByte('\n')
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				ev.ID = string(value)
+				p.lastID = ev.ID
+			}
+		case "retry":
+			if ms, err := strconv.ParseUint(string(value), 10, 32); err == nil {
+				p.retry = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+}
+
+// readLine returns the next line without its end. The slice is valid until the next call.
+func (p *sseReader) readLine() ([]byte, error) {
+	p.line = p.line[:0]
+	for {
+		b, err := p.r.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		if p.afterCR {
+			p.afterCR = false
+			if b == '\n' {
+				continue
+			}
+		}
+		switch b {
+		case '\r':
+			p.afterCR = true
+			return p.line, nil
+		case '\n':
+			return p.line, nil
+		}
+		if len(p.line) >= maxLineBytes {
+			return nil, fmt.Errorf("event stream line longer than %d bytes", maxLineBytes)
+		}
+		p.line = append(p.line, b)
+	}
+}
