@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +43,12 @@ func (d *discardStream) SetWriteDeadline(time.Time) error { return nil }
 // subscribers, each running the real stream handler loop.
 func BenchmarkFanout1000(b *testing.B) {
 	const subscribers = 1000
-	job := &Job{ID: "bench", logs: newEventLog("log"), events: newEventLog("job_event")}
+	logs, _, err := openEventLog(filepath.Join(b.TempDir(), "bench.log"), "log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logs.release()
+	job := &Job{ID: "bench", logs: logs}
 	cfg := streamConfig{Heartbeat: time.Hour, WriteTimeout: time.Minute, Retry: time.Second}
 	var wg sync.WaitGroup
 	for i := 0; i < subscribers; i++ {

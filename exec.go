@@ -49,8 +49,9 @@ type runResult struct {
 type lineSink func(stream string, lines [][]byte)
 
 // run executes the job's playbook until it exits or ctx ends, sending every output line to sink.
-// It returns only after the process is reaped, its group killed, and both pipes are read.
-func (r *runner) run(ctx context.Context, job *Job, sink lineSink) runResult {
+// started is called with the process group id once the process runs. run returns only after
+// the process is reaped, its group killed, and both pipes are read.
+func (r *runner) run(ctx context.Context, job *Job, sink lineSink, started func(pgid int)) runResult {
 	workDir, err := r.prepareWorkDir(job)
 	if err != nil {
 		return runResult{startErr: err}
@@ -68,6 +69,7 @@ func (r *runner) run(ctx context.Context, job *Job, sink lineSink) runResult {
 	}
 	// The child has its own copies of the write ends; ours must go, or EOF never comes.
 	closeAll(cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
+	started(cmd.Process.Pid) // Setpgid makes the group id the child's pid
 
 	var readers sync.WaitGroup
 	readers.Add(2)
@@ -171,6 +173,9 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_FORCE_COLOR=0",
 		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		// Marks every process of the run, so a restarted charond can tell the job's leftovers
+		// from an unrelated process that reuses the group id.
+		"CHARON_JOB_ID="+job.ID,
 	)
 	cmd.Env = append(cmd.Env, r.extraEnv...)
 	// Its own process group, so that cancel and timeout reach every process the playbook starts.

@@ -19,7 +19,7 @@ import (
 //	fake: lines        print `count` lines "line N" (every `interval_ms`, on stderr every `stderr_every`th)
 //	fake: bigline      print a line of `size` bytes, then "after"
 //	fake: sleep        print "started", then sleep `seconds`
-//	fake: ignore_term  ignore SIGTERM, print "started", then sleep a minute
+//	fake: ignore_term  ignore SIGTERM, print "started PID", then sleep a minute
 //	fake: grandchild   start `sleep 300` in the background holding stdout, print its pid, exit
 //	fake: exit         print "failing", exit with `code`
 //	fake: gate         print `count` lines, wait until the file `gate` exists, print `count` more
@@ -64,7 +64,7 @@ func fakeRunnerMain(args []string) int {
 		time.Sleep(time.Duration(num("seconds", 60)) * time.Second)
 	case "ignore_term":
 		signal.Ignore(syscall.SIGTERM)
-		fmt.Println("started")
+		fmt.Printf("started %d\n", os.Getpid())
 		time.Sleep(time.Minute)
 	case "grandchild":
 		cmd := exec.Command("sleep", "300")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ func (s *server) routes() http.Handler {
 	s.handle(mux, "/healthz", map[string]http.HandlerFunc{"GET": s.health})
 	s.handle(mux, "/api/v1/info", map[string]http.HandlerFunc{"GET": s.info})
 	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
-	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob})
+	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob, "DELETE": s.deleteJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs", map[string]http.HandlerFunc{"GET": s.getLogs})
 	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs/stream", map[string]http.HandlerFunc{"GET": s.streamLogs})
@@ -81,7 +82,7 @@ func (s *server) cors(next http.Handler) http.Handler {
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			if allowed != "" {
 				h := w.Header()
-				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 				h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID")
 				h.Set("Access-Control-Max-Age", "600")
 			}
@@ -240,6 +241,16 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusAccepted, newJobView(job, s.sched.state(job), true))
 }
 
+func (s *server) deleteJob(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.sched.remove(id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job deleted", "job", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // getLogs answers the whole log so far: plain text, or with ?format=jsonl one JSON object a
 // line, the same objects the stream carries.
 func (s *server) getLogs(w http.ResponseWriter, r *http.Request) {
@@ -253,21 +264,22 @@ func (s *server) getLogs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, invalidf("format: %q is not supported; use text or jsonl", format))
 		return
 	}
-	recs, _ := job.logs.snapshot()
 	if format == "jsonl" {
 		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
-		for _, rec := range recs {
-			w.Write(rec.data)
-			w.Write([]byte{'\n'})
-		}
+		io.Copy(w, job.logs.contents())
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	for _, rec := range recs {
+	lines := bufio.NewReader(job.logs.contents())
+	for {
+		raw, err := lines.ReadBytes('\n')
+		if err != nil {
+			return // io.EOF: every stored line ends with a newline
+		}
 		var l struct {
 			Line string `json:"line"`
 		}
-		if err := json.Unmarshal(rec.data, &l); err != nil {
+		if err := json.Unmarshal(raw, &l); err != nil {
 			s.log.Error("stored log line does not decode", "job", job.ID, "err", err)
 			continue
 		}

@@ -600,6 +600,8 @@ type Job struct {
 	exitCode   *int
 	message    string
 	cancelRun  func(*stopReason) // set when the job starts: ends its run for that reason
+	pgid       int               // the process group of its run, once started
+	version    uint64            // of its stored record; each save is a new version
 }
 
 // newJobID returns a random id in the 8-4-4-4-12 hex form the seed's examples show.

@@ -36,6 +36,9 @@ type config struct {
 	MaxBody         int64
 	MaxLine         int
 	CORSOrigins     string
+	Retention       time.Duration
+	MaxJobs         int
+	DrainTimeout    time.Duration
 	ShowVersion     bool
 }
 
@@ -83,6 +86,13 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"Longest output line kept, in bytes; a longer line keeps its start and says how much was cut.")
 	fs.StringVar(&c.CORSOrigins, "cors-origins", env("CHARON_CORS_ORIGINS", ""),
 		"Comma-separated origins whose browser pages may call the API, or * for any. Empty allows none. Env CHARON_CORS_ORIGINS.")
+	fs.DurationVar(&c.Retention, "retention", 30*24*time.Hour,
+		"How long finished jobs and their logs are kept; older ones are deleted.")
+	fs.IntVar(&c.MaxJobs, "max-jobs", 10000,
+		"How many jobs are kept at most; beyond it the oldest finished jobs are deleted with their logs.")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 0,
+		"On SIGTERM or SIGINT, first wait up to this long for running jobs to finish (new submissions get 503), "+
+			"then cancel what is left. 0 cancels at once. Queued jobs stay queued for the next start either way.")
 	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -105,6 +115,8 @@ func (c *config) validate() error {
 		return errors.New("-kill-grace must not be negative; -heartbeat and -stream-write-timeout must be positive")
 	case c.MaxBody < 1 || c.MaxLine < 1:
 		return errors.New("-max-body and -max-line must be at least 1")
+	case c.Retention <= 0 || c.MaxJobs < 1 || c.DrainTimeout < 0:
+		return errors.New("-retention and -max-jobs must be positive; -drain-timeout must not be negative")
 	}
 	return nil
 }
@@ -146,10 +158,11 @@ func run(args []string) error {
 
 // daemon is charond wired together: scheduler, HTTP server and settings.
 type daemon struct {
-	cfg   *config
-	log   *slog.Logger
-	sched *scheduler
-	srv   *server
+	cfg      *config
+	log      *slog.Logger
+	sched    *scheduler
+	srv      *server
+	stopping chan struct{} // closed once jobs have stopped at shutdown: ends remaining streams
 }
 
 // newDaemon checks the settings against the machine and wires the parts; it starts nothing.
@@ -162,7 +175,8 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-data-dir: %w", err)
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	st, records, err := openStore(dataDir, logger)
+	if err != nil {
 		return nil, fmt.Errorf("-data-dir: %w", err)
 	}
 	r := &runner{
@@ -171,17 +185,23 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		killGrace:   cfg.KillGrace,
 		maxLine:     cfg.MaxLine,
 	}
-	sched := newScheduler(r, logger)
+	sched := newScheduler(r, st, logger)
+	sched.retention, sched.maxJobs = cfg.Retention, cfg.MaxJobs
+	if err := sched.restore(records); err != nil {
+		return nil, fmt.Errorf("load jobs from %s: %w", dataDir, err)
+	}
+	stopping := make(chan struct{})
 	srv := &server{
-		sched:       sched,
-		log:         logger,
-		limits:      specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout},
-		maxBody:     cfg.MaxBody,
-		stream:      streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second},
+		sched:   sched,
+		log:     logger,
+		limits:  specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout},
+		maxBody: cfg.MaxBody,
+		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,
+			Stopping: stopping, Log: logger},
 		corsOrigins: splitList(cfg.CORSOrigins),
 		workers:     cfg.Workers,
 	}
-	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv}, nil
+	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv, stopping: stopping}, nil
 }
 
 // realDir makes dir absolute with symlinks resolved, so containment checks compare real paths.
@@ -219,6 +239,15 @@ func splitList(s string) []string {
 func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 	d.srv.ansibleVersion = d.checkAnsible()
 	d.sched.start(d.cfg.Workers)
+	d.sched.prune()
+	pruneCtx, stopPruning := context.WithCancel(context.Background())
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		d.pruneEvery(pruneCtx, time.Hour)
+	}()
+	// Pruning ends before the store closes.
+	defer func() { stopPruning(); <-pruneDone }()
 	httpSrv := &http.Server{
 		Handler: d.srv.routes(),
 		// Slow clients may not hold a connection open before sending their headers...
@@ -238,20 +267,44 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	d.log.Info("shutting down: cancelling jobs and ending streams")
+	stopPruning()
+	<-pruneDone
+	d.shutdown(httpSrv)
+	return nil
+}
+
+// shutdown stops the daemon: no new jobs, running ones drained or cancelled, open streams
+// ended with their final events, then the store closed.
+func (d *daemon) shutdown(httpSrv *http.Server) {
+	d.log.Info("shutting down", "drain_timeout", d.cfg.DrainTimeout)
 	// Jobs get -kill-grace to end after SIGTERM; a few seconds more cover reaping and the
 	// final events.
-	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.KillGrace+3*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout+d.cfg.KillGrace+3*time.Second)
 	defer cancel()
-	if err := d.sched.shutdown(sctx); err != nil {
+	if err := d.sched.shutdown(sctx, d.cfg.DrainTimeout); err != nil {
 		d.log.Warn("shutdown", "err", err)
 	}
+	close(d.stopping)
 	if err := httpSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("closing open connections", "err", err)
 		httpSrv.Close()
 	}
+	d.sched.close()
 	d.log.Info("charond stopped")
-	return nil
+}
+
+// pruneEvery deletes expired jobs periodically until ctx ends.
+func (d *daemon) pruneEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.sched.prune()
+		}
+	}
 }
 
 // checkAnsible asks ansible-playbook for its version. When it is missing charond still runs,

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,9 +35,10 @@ func TestMain(m *testing.M) {
 // its ansible-playbook unless the test asks for the real one.
 type testDaemon struct {
 	*daemon
-	URL  string
-	http *httptest.Server
-	dir  string
+	URL      string
+	http     *httptest.Server
+	dir      string
+	stopOnce sync.Once
 }
 
 // testOption adjusts a test daemon before it starts.
@@ -49,11 +51,17 @@ func withRealAnsible(d *daemon) {
 	d.sched.runner.extraEnv = nil
 }
 
-// startTestDaemon starts a daemon on a temporary data dir and playbook dir. It is shut down,
-// and checked for leftover goroutines from its streams, when the test ends.
+// startTestDaemon starts a daemon on a temporary data dir and playbook dir. It is shut down
+// when the test ends.
 func startTestDaemon(t testing.TB, opts ...testOption) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
+	return startTestDaemonIn(t, t.TempDir(), opts...)
+}
+
+// startTestDaemonIn starts a daemon whose data dir is dir/data and playbook dir dir/playbooks,
+// so that a test can start another on the same directories after stopping the first.
+func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +79,8 @@ func startTestDaemon(t testing.TB, opts ...testOption) *testDaemon {
 		WriteTimeout:    2 * time.Second,
 		MaxBody:         1 << 20,
 		MaxLine:         64 << 10,
+		Retention:       24 * time.Hour,
+		MaxJobs:         10000,
 	}
 	if err := os.MkdirAll(cfg.PlaybookDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -91,14 +101,22 @@ func startTestDaemon(t testing.TB, opts ...testOption) *testDaemon {
 	d.sched.start(cfg.Workers)
 	ts := httptest.NewServer(d.srv.routes())
 	td := &testDaemon{daemon: d, URL: ts.URL, http: ts, dir: dir}
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-		if err := d.sched.shutdown(contextWithTimeout(t, 10*time.Second)); err != nil {
+	t.Cleanup(func() { td.stop(t) })
+	return td
+}
+
+// stop shuts the daemon down as charond does on SIGTERM, and closes its store. It may be
+// called more than once.
+func (td *testDaemon) stop(t testing.TB) {
+	td.stopOnce.Do(func() {
+		if err := td.sched.shutdown(contextWithTimeout(t, 10*time.Second), 0); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
+		close(td.stopping)
+		td.http.CloseClientConnections()
+		td.http.Close()
+		td.sched.close()
 	})
-	return td
 }
 
 // submit posts a job document and decodes the answer; it fails the test unless the status is want.
@@ -155,7 +173,10 @@ func (td *testDaemon) waitStatus(t testing.TB, id string, want Status) map[strin
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
+		code, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
+		if code != http.StatusOK {
+			t.Fatalf("GET job %s: %d %v", id, code, job)
+		}
 		if Status(job["status"].(string)) == want {
 			return job
 		}
@@ -351,8 +372,9 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestSignalShutdown runs a real charond process, starts a job and a stream, and sends SIGTERM:
-// charond must cancel the job, end the stream with its final events and exit 0 in time.
+// TestSignalShutdown runs a real charond process, starts a job and streams, and sends SIGTERM:
+// charond must cancel the running job, end its stream with the final events, end the stream of
+// the queued job (which stays queued, on disk), and exit 0 in time.
 func TestSignalShutdown(t *testing.T) {
 	bin := buildCharond(t)
 	self, _ := os.Executable()
@@ -373,6 +395,21 @@ func TestSignalShutdown(t *testing.T) {
 
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, cmd, 15*time.Second)
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	all := collect(t, logs)
+	if last := all[len(all)-1]; last.Event != "completed" || !strings.Contains(last.Data, `"status":"cancelled"`) {
+		t.Errorf("running job's stream ended with %+v, want completed with status cancelled", last)
+	}
+	all = collect(t, events)
+	if last := all[len(all)-1]; last.Event == "completed" || !strings.Contains(last.Data, `"status":"queued"`) {
+		t.Errorf("queued job's stream ended with %+v, want it closed with the job still queued", last)
+	}
+}
+
+// waitExit waits for a charond process to exit 0 within d.
+func waitExit(t *testing.T, cmd *exec.Cmd, d time.Duration) {
+	t.Helper()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
@@ -380,17 +417,9 @@ func TestSignalShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("charond exited with %v, want 0", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(d):
 		cmd.Process.Kill()
-		t.Fatal("charond did not exit within -kill-grace plus a few seconds")
-	}
-	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-	for name, ch := range map[string]<-chan sseEvent{"logs": logs, "events": events} {
-		all := collect(t, ch)
-		last := all[len(all)-1]
-		if last.Event != "completed" || !strings.Contains(last.Data, `"status":"cancelled"`) {
-			t.Errorf("%s stream ended with %+v, want completed with status cancelled", name, last)
-		}
+		t.Fatalf("charond did not exit within %v", d)
 	}
 }
 

@@ -1,47 +1,61 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 // scheduler owns every job: it queues submissions, runs them on a fixed pool of workers in
-// priority order, and carries cancel and shutdown to them.
+// priority order, carries cancel and shutdown to them, and keeps them in the store.
 type scheduler struct {
 	runner *runner
+	store  *store
 	log    *slog.Logger
 	now    func() time.Time // swapped by tests
 
-	mu      sync.Mutex // guards the fields below; taken before any Job.mu, never after
-	wakeup  *sync.Cond // signalled when a job is queued or the scheduler closes
-	jobs    map[string]*Job
-	order   []*Job // every job in submission order, for listing
-	queue   *jobQueue
-	nextSeq uint64
-	running int
-	closed  bool // no more submissions, no more starts
+	retention time.Duration // finished jobs older than this are pruned
+	maxJobs   int           // beyond this many jobs, the oldest finished ones are pruned
+
+	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
+
+	mu       sync.Mutex // guards the fields below; taken before any Job.mu, never after
+	wakeup   *sync.Cond // signalled when a job is queued or starts are stopped
+	jobs     map[string]*Job
+	order    []*Job // every job in submission order, for listing
+	queue    *jobQueue
+	running  int
+	closed   bool // no more submissions
+	stopping bool // no more starts: workers return
 
 	workers sync.WaitGroup
 }
 
-func newScheduler(r *runner, log *slog.Logger) *scheduler {
+func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 	s := &scheduler{
-		runner: r,
-		log:    log,
-		now:    time.Now,
-		jobs:   make(map[string]*Job),
-		queue:  newJobQueue(),
+		runner:    r,
+		store:     st,
+		log:       log,
+		now:       time.Now,
+		retention: 30 * 24 * time.Hour,
+		maxJobs:   10000,
+		jobs:      make(map[string]*Job),
+		queue:     newJobQueue(),
 	}
 	s.wakeup = sync.NewCond(&s.mu)
 	return s
 }
 
-// start launches n workers. They end when shutdown closes the scheduler.
+// start launches n workers. They end when shutdown stops the scheduler.
 func (s *scheduler) start(n int) {
 	for i := 0; i < n; i++ {
 		s.workers.Add(1)
@@ -59,44 +73,79 @@ func (s *scheduler) start(n int) {
 	}
 }
 
-// submit queues a new job for the spec. It returns the job's state as it was queued, before
-// any worker could start it.
+// submit creates a job for the spec, saves it, and queues it. It returns the job's state as
+// it was queued, before any worker could start it. The job is on disk before it is answered.
 func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, jobState{}, apiErrorf(errUnavailable, "charond is shutting down and accepts no new jobs")
 	}
-	s.nextSeq++
-	job := &Job{
-		ID:        newJobID(),
-		Spec:      spec,
-		CreatedAt: s.now().UTC(),
-		seq:       s.nextSeq,
-		logs:      newEventLog("log"),
-		events:    newEventLog("job_event"),
-		status:    StatusQueued,
+	job, err := s.newJob(spec)
+	if err != nil {
+		return nil, jobState{}, fmt.Errorf("create job: %w", err)
 	}
-	s.jobs[job.ID] = job
-	s.order = append(s.order, job)
-	s.queue.add(job)
 	job.mu.Lock()
-	job.emitStatusLocked(s.now(), fmt.Sprintf("Job queued with priority %d", spec.Priority))
+	job.status = StatusQueued
+	ev := job.statusEventLocked(job.CreatedAt, fmt.Sprintf("Job queued with priority %d", spec.Priority))
+	rec := job.recordLocked()
 	job.mu.Unlock()
+	if err := s.persist(job, rec, ev); err != nil {
+		s.discard(job)
+		return nil, jobState{}, fmt.Errorf("save job: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addLocked(job)
+	s.queue.add(job)
 	s.wakeup.Signal()
 	return job, s.stateLocked(job), nil
 }
 
+// newJob builds a job and opens its log files.
+func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
+	job := &Job{ID: newJobID(), Spec: spec, CreatedAt: s.now().UTC(), seq: s.lastSeq.Add(1)}
+	var err error
+	job.logs, job.events, err = s.store.openLogs(job.ID)
+	return job, err
+}
+
+// discard forgets a job that could not be saved.
+func (s *scheduler) discard(job *Job) {
+	job.logs.release()
+	job.events.release()
+	if err := s.store.removeLogs(job.ID); err != nil {
+		s.log.Warn("remove logs of a job that could not be saved", "job", job.ID, "err", err)
+	}
+}
+
+func (s *scheduler) addLocked(job *Job) {
+	s.jobs[job.ID] = job
+	s.order = append(s.order, job)
+}
+
+// persist appends a status event, if any, to the job's events and saves its record.
+func (s *scheduler) persist(job *Job, rec jobRecord, event []byte) error {
+	if event != nil {
+		if err := job.events.appendData(event); err != nil {
+			return err
+		}
+	}
+	return s.store.save(rec)
+}
+
 // next blocks until a job can start and marks it running, or returns nil once the scheduler
-// is closed. The returned context ends when the job is cancelled or times out; its cause is a
+// stops. The returned context ends when the job is cancelled or times out; its cause is a
 // *stopReason saying which. The caller calls release when the run is over.
 func (s *scheduler) next() (job *Job, ctx context.Context, release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.queue.Len() == 0 && !s.closed {
+	for s.queue.Len() == 0 && !s.stopping {
 		s.wakeup.Wait()
 	}
-	if s.closed {
+	if s.stopping {
 		return nil, nil, nil
 	}
 	job = s.queue.next()
@@ -109,7 +158,6 @@ func (s *scheduler) next() (job *Job, ctx context.Context, release func()) {
 	job.status = StatusRunning
 	job.startedAt = s.now().UTC()
 	job.cancelRun = func(reason *stopReason) { cancel(reason) }
-	job.emitStatusLocked(job.startedAt, "Job started")
 	job.mu.Unlock()
 	return job, ctx, func() { stopTimer(); cancel(nil) }
 }
@@ -125,15 +173,38 @@ func (r *stopReason) Error() string { return r.message }
 
 // execute runs a job that next marked running, then records how it ended.
 func (s *scheduler) execute(ctx context.Context, job *Job) {
-	var sink lineSink = func(stream string, lines [][]byte) { job.appendLines(s.now().UTC(), stream, lines) }
-	res := s.runner.run(ctx, job, sink)
+	job.mu.Lock()
+	ev := job.statusEventLocked(job.startedAt, "Job started")
+	rec := job.recordLocked()
+	job.mu.Unlock()
+	if err := s.persist(job, rec, ev); err != nil {
+		s.log.Error("save job start", "job", job.ID, "err", err)
+	}
+
+	started := func(pgid int) {
+		// Saved so that a charond restarted after a crash can kill what this job left running.
+		job.mu.Lock()
+		job.pgid = pgid
+		rec := job.recordLocked()
+		job.mu.Unlock()
+		if err := s.store.save(rec); err != nil {
+			s.log.Error("save job process group", "job", job.ID, "err", err)
+		}
+	}
+	sink := func(stream string, lines [][]byte) {
+		if err := job.appendLines(s.now().UTC(), stream, lines); err != nil {
+			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
+		}
+	}
+	res := s.runner.run(ctx, job, sink, started)
 	status, code, message := outcome(ctx, res)
-	job.finish(s.now().UTC(), status, code, message)
+	s.finish(job, status, code, message)
 
 	s.mu.Lock()
 	s.running--
 	s.mu.Unlock()
 	s.log.Info("job ended", "job", job.ID, "name", job.Spec.Name, "status", status, "message", message)
+	s.pruneIfFull()
 }
 
 // outcome decides a run's final status, exit code and message.
@@ -153,6 +224,36 @@ func outcome(ctx context.Context, res runResult) (Status, *int, string) {
 		return StatusCompleted, &code, "Job finished successfully"
 	}
 	return StatusFailed, &code, exitMessage(code)
+}
+
+// finish moves a job to its final status, closes its streams (which sends `completed` to
+// every client once it has everything before it) and saves it. It does nothing to a job that
+// has already ended.
+func (s *scheduler) finish(job *Job, status Status, exitCode *int, message string) {
+	at := s.now().UTC()
+	job.mu.Lock()
+	if job.status.Final() {
+		job.mu.Unlock()
+		return
+	}
+	job.status, job.finishedAt, job.exitCode = status, at, exitCode
+	ev := job.statusEventLocked(at, message)
+	rec := job.recordLocked()
+	job.mu.Unlock()
+
+	if err := job.events.appendData(ev); err != nil {
+		s.log.Error("record final status event", "job", job.ID, "err", err)
+	}
+	end := streamEnd{Status: status, ExitCode: exitCode}
+	// Closing flushes the logs to disk, before the record that says the job has ended.
+	for _, l := range []*eventLog{job.logs, job.events} {
+		if err := l.close(end); err != nil {
+			s.log.Error("flush job log", "job", job.ID, "err", err)
+		}
+	}
+	if err := s.store.save(rec); err != nil {
+		s.log.Error("save finished job", "job", job.ID, "err", err)
+	}
 }
 
 // get returns the job with that id.
@@ -220,48 +321,243 @@ func (s *scheduler) counts() (queued, running int) {
 // cancel ends a job: a queued one leaves the queue at once; a running one gets its process
 // group signalled and ends cancelled when the process is gone.
 func (s *scheduler) cancel(id string) (*Job, error) {
+	reason := &stopReason{status: StatusCancelled, message: "Job cancelled", queuedMessage: "Job cancelled before it started"}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	job, ok := s.jobs[id]
 	if !ok {
+		s.mu.Unlock()
 		return nil, errJobNotFound(id)
 	}
-	return job, s.stopLocked(job, &stopReason{status: StatusCancelled, message: "Job cancelled", queuedMessage: "Job cancelled before it started"})
-}
-
-// stopLocked cancels one job for the given reason; s.mu is held.
-func (s *scheduler) stopLocked(job *Job, reason *stopReason) error {
 	if s.queue.remove(job) {
-		job.finish(s.now().UTC(), reason.status, nil, reason.queuedMessage)
-		return nil
+		s.mu.Unlock()
+		s.finish(job, reason.status, nil, reason.queuedMessage)
+		return job, nil
 	}
+	s.mu.Unlock()
+
 	job.mu.Lock()
 	defer job.mu.Unlock()
 	switch {
 	case job.status == StatusRunning:
 		job.cancelRun(reason)
-		return nil
+		return job, nil
 	case job.status.Final():
-		return apiErrorf(errConflict, "job %s has already ended (%s)", job.ID, job.status)
+		return nil, apiErrorf(errConflict, "job %s has already ended (%s)", job.ID, job.status)
 	}
-	return apiErrorf(errConflict, "job %s cannot be cancelled while %s", job.ID, job.status)
+	return nil, apiErrorf(errConflict, "job %s cannot be cancelled while %s", job.ID, job.status)
 }
 
-// shutdown stops taking jobs, cancels every queued and running job, and waits for the workers
-// to finish, or for ctx to end.
-func (s *scheduler) shutdown(ctx context.Context) error {
+// remove deletes a finished job with its logs.
+func (s *scheduler) remove(id string) error {
 	s.mu.Lock()
-	s.closed = true
-	reason := &stopReason{
-		status:        StatusCancelled,
-		message:       "Job cancelled: charond is shutting down",
-		queuedMessage: "Job cancelled before it started: charond is shutting down",
+	job, ok := s.jobs[id]
+	if !ok {
+		s.mu.Unlock()
+		return errJobNotFound(id)
 	}
-	for _, job := range s.order {
-		if st := job.Status(); st == StatusQueued || st == StatusRunning {
-			_ = s.stopLocked(job, reason)
+	if st := job.Status(); !st.Final() {
+		s.mu.Unlock()
+		return apiErrorf(errConflict, "job %s is %s: cancel it first, then delete it", id, st)
+	}
+	s.forgetLocked(job)
+	s.mu.Unlock()
+	return s.erase(job)
+}
+
+// forgetLocked takes a job out of the scheduler's memory.
+func (s *scheduler) forgetLocked(job *Job) {
+	delete(s.jobs, job.ID)
+	for i, j := range s.order {
+		if j == job {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
 		}
 	}
+}
+
+// erase deletes a forgotten job from the store: its record, then its logs.
+func (s *scheduler) erase(job *Job) error {
+	job.mu.Lock()
+	rec := job.recordLocked()
+	job.mu.Unlock()
+	rec.Deleted = true
+	if err := s.store.save(rec); err != nil {
+		return fmt.Errorf("delete job %s: %w", job.ID, err)
+	}
+	job.logs.release()
+	job.events.release()
+	return s.store.removeLogs(job.ID)
+}
+
+// prune deletes finished jobs that are older than the retention, then the oldest finished
+// jobs while there are more than maxJobs.
+func (s *scheduler) prune() {
+	cutoff := s.now().Add(-s.retention)
+	s.mu.Lock()
+	var doomed []*Job
+	excess := len(s.order) - s.maxJobs
+	for _, job := range s.order {
+		job.mu.Lock()
+		final, finished := job.status.Final(), job.finishedAt
+		job.mu.Unlock()
+		if final && (excess > 0 || finished.Before(cutoff)) {
+			doomed = append(doomed, job)
+			excess--
+		}
+	}
+	for _, job := range doomed {
+		s.forgetLocked(job)
+	}
+	s.mu.Unlock()
+	for _, job := range doomed {
+		if err := s.erase(job); err != nil {
+			s.log.Error("prune job", "job", job.ID, "err", err)
+		}
+	}
+	if len(doomed) > 0 {
+		s.log.Info("pruned finished jobs", "count", len(doomed))
+	}
+	s.compactIfLarge()
+}
+
+// pruneIfFull prunes when there are more jobs than -max-jobs allows.
+func (s *scheduler) pruneIfFull() {
+	s.mu.Lock()
+	full := len(s.order) > s.maxJobs
+	s.mu.Unlock()
+	if full {
+		s.prune()
+	}
+}
+
+// compactIfLarge rewrites the journal once it holds many more records than there are jobs.
+func (s *scheduler) compactIfLarge() {
+	s.mu.Lock()
+	n := len(s.order)
+	s.mu.Unlock()
+	if s.store.journal.recordCount() > 4*n+1000 {
+		if err := s.compact(); err != nil {
+			s.log.Error("compact journal", "err", err)
+		}
+	}
+}
+
+// compact rewrites the journal from the jobs in memory.
+func (s *scheduler) compact() error {
+	return s.store.journal.compact(func() []jobRecord {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		recs := make([]jobRecord, 0, len(s.order))
+		for _, job := range s.order {
+			job.mu.Lock()
+			recs = append(recs, job.recordLocked())
+			job.mu.Unlock()
+		}
+		return recs
+	})
+}
+
+// restore loads the jobs read from the store: queued ones go back into the queue in their
+// order; ones that were running when charond stopped have their leftover processes killed
+// and become failed. The journal is compacted first, which also opens it for appends.
+func (s *scheduler) restore(records []jobRecord) error {
+	var interrupted []*Job
+	for _, rec := range records {
+		job, err := s.jobFromRecord(rec)
+		if err != nil {
+			s.log.Warn("skipping a job whose logs cannot be opened", "job", rec.ID, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.addLocked(job)
+		if job.status == StatusQueued {
+			s.queue.add(job)
+		}
+		s.mu.Unlock()
+		if rec.Seq > s.lastSeq.Load() {
+			s.lastSeq.Store(rec.Seq)
+		}
+		if job.status == StatusRunning {
+			interrupted = append(interrupted, job)
+		}
+	}
+	if err := s.compact(); err != nil {
+		return err
+	}
+	for _, job := range interrupted {
+		killLeftovers(job.pgid, job.ID, s.log)
+		s.finish(job, StatusFailed, nil, "interrupted: charond stopped while the job was running")
+	}
+	return nil
+}
+
+// jobFromRecord rebuilds a job and opens its logs. Logs of ended jobs are marked complete.
+func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
+	job := &Job{
+		ID: rec.ID, CreatedAt: rec.CreatedAt, seq: rec.Seq,
+		Spec: &JobSpec{
+			Name: rec.Name, Description: rec.Description, Playbook: rec.Playbook, PlaybookPath: rec.PlaybookPath,
+			Inventory: rec.Inventory, Variables: rec.Variables, Priority: rec.Priority, Timeout: rec.Timeout,
+		},
+		status: rec.Status, startedAt: rec.StartedAt, finishedAt: rec.FinishedAt, exitCode: rec.ExitCode,
+		message: rec.Message, pgid: rec.PGID, version: rec.Version,
+	}
+	if job.Spec.Variables == nil {
+		job.Spec.Variables = map[string]any{}
+	}
+	var err error
+	if job.logs, job.events, err = s.store.openLogs(rec.ID); err != nil {
+		return nil, err
+	}
+	if job.status.Final() {
+		end := streamEnd{Status: job.status, ExitCode: job.exitCode}
+		job.logs.markEnded(end)
+		job.events.markEnded(end)
+	}
+	return job, nil
+}
+
+// killLeftovers kills the process group a job ran in, if it still exists and still belongs to
+// that job: each of its processes carries CHARON_JOB_ID in its environment, which guards
+// against a group id reused by an unrelated process since.
+func killLeftovers(pgid int, jobID string, log *slog.Logger) {
+	if pgid <= 0 || !groupBelongsToJob(pgid, jobID) {
+		return
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
+		log.Warn("killed processes left running by an interrupted job", "job", jobID, "pgid", pgid)
+	}
+}
+
+// groupBelongsToJob reports whether any live process in the group has the job's marker.
+func groupBelongsToJob(pgid int, jobID string) bool {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	marker := []byte("CHARON_JOB_ID=" + jobID + "\x00")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, marker) {
+			return true
+		}
+	}
+	return false
+}
+
+// shutdown stops taking jobs and starting them. With drain > 0 it first lets running jobs
+// finish for up to that long; then it cancels what still runs and waits for the workers, or
+// for ctx to end. Queued jobs stay queued, on disk, for the next start.
+func (s *scheduler) shutdown(ctx context.Context, drain time.Duration) error {
+	s.mu.Lock()
+	s.closed, s.stopping = true, true
 	s.wakeup.Broadcast()
 	s.mu.Unlock()
 
@@ -270,12 +566,45 @@ func (s *scheduler) shutdown(ctx context.Context) error {
 		s.workers.Wait()
 		close(done)
 	}()
+	if drain > 0 {
+		timer := time.NewTimer(drain)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return nil
+		case <-timer.C:
+			s.log.Info("drain timeout reached: cancelling running jobs")
+		case <-ctx.Done():
+			return fmt.Errorf("jobs still running at shutdown: %w", ctx.Err())
+		}
+	}
+	reason := &stopReason{status: StatusCancelled, message: "Job cancelled: charond is shutting down"}
+	s.mu.Lock()
+	for _, job := range s.order {
+		job.mu.Lock()
+		if job.status == StatusRunning {
+			job.cancelRun(reason)
+		}
+		job.mu.Unlock()
+	}
+	s.mu.Unlock()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("jobs still running at shutdown: %w", ctx.Err())
 	}
+}
+
+// close releases the store's files once the workers are gone.
+func (s *scheduler) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, job := range s.order {
+		job.logs.release()
+		job.events.release()
+	}
+	s.store.journal.close()
 }
 
 // statusEvent is the payload of a status_changed event on the events stream.
@@ -287,19 +616,19 @@ type statusEvent struct {
 	Timestamp time.Time `json:"timestamp"`
 }
 
-// emitStatusLocked records the job's current status on its events stream; j.mu is held, which
-// keeps the events in the order of the transitions.
-func (j *Job) emitStatusLocked(at time.Time, message string) {
+// statusEventLocked sets the job's message and returns the status_changed event for its
+// current status; j.mu is held.
+func (j *Job) statusEventLocked(at time.Time, message string) []byte {
 	j.message = message
 	payload, err := json.Marshal(statusEvent{Type: "status_changed", JobID: j.ID, Status: j.status, Message: message, Timestamp: at.UTC()})
 	if err != nil {
 		panic("encoding a status event cannot fail: " + err.Error())
 	}
-	j.events.appendData(payload)
+	return payload
 }
 
 // appendLines records a batch of output lines on the job's log stream.
-func (j *Job) appendLines(at time.Time, stream string, lines [][]byte) {
+func (j *Job) appendLines(at time.Time, stream string, lines [][]byte) error {
 	size := 0
 	for _, l := range lines {
 		size += len(l) + 96
@@ -311,22 +640,5 @@ func (j *Job) appendLines(at time.Time, stream string, lines [][]byte) {
 		buf = appendLogPayload(buf, l, at, stream)
 		payloads[i] = buf[start:]
 	}
-	j.logs.appendData(payloads...)
-}
-
-// finish moves the job to its final status and closes both streams, which sends `completed`
-// to every client once it has everything before it.
-func (j *Job) finish(at time.Time, status Status, exitCode *int, message string) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.status.Final() {
-		return
-	}
-	j.status = status
-	j.finishedAt = at
-	j.exitCode = exitCode
-	j.emitStatusLocked(at, message)
-	end := streamEnd{Status: status, ExitCode: exitCode}
-	j.logs.close(end)
-	j.events.close(end)
+	return j.logs.appendData(payloads...)
 }

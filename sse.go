@@ -1,148 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
 
-// This file holds the two halves of live streaming: eventLog, the append-only sequence of
-// encoded events of one job's stream, with its subscribers; and serveStream, the HTTP handler
-// half that copies a log's events to one client over Server-Sent Events.
-//
-// The design keeps the writer (the job's pipe readers) independent of every reader: appending
-// never waits for a subscriber, it only pokes each subscriber's one-slot wake channel. A
-// subscriber is a cursor (the last id it sent) that copies what it has not yet sent out of the
-// log, so a slow client holds no per-client buffer and can never slow the job or another client.
-
-// record is one event of a stream, encoded once as a complete SSE frame and shared by every
-// subscriber. data is the JSON payload inside frame.
-type record struct {
-	frame []byte
-	data  []byte
-}
-
-// streamEnd is what the closing `completed` event reports about the job.
-type streamEnd struct {
-	Status   Status
-	ExitCode *int
-}
-
-// subscriber is one client's place in a log. wake has room for one signal: an append that
-// finds it full knows the subscriber will look at the log anyway.
-type subscriber struct {
-	wake chan struct{}
-}
-
-// eventLog is an append-only sequence of events numbered from 1. Records are never changed
-// once appended, so a reader may use a slice of them after releasing the lock.
-type eventLog struct {
-	event string // the SSE event name of every record: "log" or "job_event"
-
-	mu      sync.Mutex // guards the fields below; never held across I/O
-	records []record   // records[i] has id i+1
-	end     *streamEnd // set once, when the job has ended and nothing more will be appended
-	subs    map[*subscriber]struct{}
-}
-
-func newEventLog(event string) *eventLog {
-	return &eventLog{event: event, subs: make(map[*subscriber]struct{})}
-}
-
-// appendData appends one event per JSON payload and wakes the subscribers. Payloads are copied
-// into their frames, so the caller may reuse them.
-func (l *eventLog) appendData(payloads ...[]byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.end != nil {
-		return // the stream is closed; a late event has nowhere to go
-	}
-	for _, p := range payloads {
-		id := len(l.records) + 1
-		l.records = append(l.records, encodeRecord(id, l.event, p))
-	}
-	l.wakeLocked()
-}
-
-// close marks the log complete and wakes every subscriber so they send `completed`.
-func (l *eventLog) close(end streamEnd) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.end == nil {
-		l.end = &end
-		l.wakeLocked()
-	}
-}
-
-func (l *eventLog) wakeLocked() {
-	for s := range l.subs {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// readBatch bounds how many records a subscriber copies per turn, so one flush stays small.
-const readBatch = 1024
-
-// read returns the records after id `after` (at most readBatch), and the stream's end once the
-// job has ended and nothing after `after` is left.
-func (l *eventLog) read(after int) ([]record, *streamEnd) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if after < 0 {
-		after = 0
-	}
-	if after >= len(l.records) {
-		return nil, l.end
-	}
-	recs := l.records[after:]
-	if len(recs) > readBatch {
-		recs = recs[:readBatch]
-	}
-	return recs, nil
-}
-
-// snapshot returns every record so far and whether the log is complete.
-func (l *eventLog) snapshot() ([]record, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.records[:len(l.records):len(l.records)], l.end != nil
-}
-
-// length is the number of events appended so far, which is also the last id.
-func (l *eventLog) length() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.records)
-}
-
-func (l *eventLog) subscribe() *subscriber {
-	s := &subscriber{wake: make(chan struct{}, 1)}
-	l.mu.Lock()
-	l.subs[s] = struct{}{}
-	l.mu.Unlock()
-	return s
-}
-
-func (l *eventLog) unsubscribe(s *subscriber) {
-	l.mu.Lock()
-	delete(l.subs, s)
-	l.mu.Unlock()
-}
-
-// subscriberCount is the number of clients streaming this log right now.
-func (l *eventLog) subscriberCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.subs)
-}
+// This file holds the HTTP half of live streaming: serveStream copies one of a job's
+// eventLogs to one client over Server-Sent Events, and the encoders of its events.
 
 // encodeRecord builds the SSE frame for one event. JSON never holds a raw newline, so the
 // payload always fits one data line.
@@ -160,6 +31,10 @@ type streamConfig struct {
 	Heartbeat    time.Duration // how often an idle stream sends a `: ping` comment
 	WriteTimeout time.Duration // how long one write may block before the client counts as gone
 	Retry        time.Duration // the reconnection delay suggested to EventSource clients
+	// Stopping is closed when charond shuts down, after every running job has ended: streams
+	// of jobs that will not end now (queued ones, kept for the next start) close then.
+	Stopping <-chan struct{}
+	Log      *slog.Logger // where streams that fail on charond's side are reported
 }
 
 // connectedData and completedData are the payloads of the notices that open and close a
@@ -217,8 +92,9 @@ func (sw *streamWriter) send(frames ...[]byte) error {
 }
 
 // serveStream streams one of a job's logs to a client until the job has ended and everything
-// is sent, the client goes away, or a write times out. It runs on the request's goroutine and
-// starts none of its own, so a client that disconnects leaves nothing behind.
+// is sent, the client goes away, a write times out, or charond stops. It runs on the request's
+// goroutine and starts none of its own, so a client that disconnects leaves nothing behind.
+// It returns an error only before anything is written, for the caller to answer.
 func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, what string, cfg streamConfig) error {
 	after, resuming, err := resumePoint(r)
 	if err != nil {
@@ -226,7 +102,10 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 	}
 	sub := l.subscribe()
 	defer l.unsubscribe(sub)
-	recs, end := l.read(after)
+	recs, end, err := l.read(after)
+	if err != nil {
+		return err
+	}
 	if resuming && end != nil && len(recs) == 0 {
 		// A reconnect after the end: 204 tells EventSource to stop reconnecting.
 		w.WriteHeader(http.StatusNoContent)
@@ -238,41 +117,75 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w), timeout: cfg.WriteTimeout}
-	defer sw.rc.SetWriteDeadline(time.Time{})
+	st := &stream{log: l, sub: sub, what: what, cfg: cfg, after: after,
+		out: &streamWriter{w: w, rc: http.NewResponseController(w), timeout: cfg.WriteTimeout}}
+	defer st.out.rc.SetWriteDeadline(time.Time{})
 	msg := fmt.Sprintf("Connected to %s stream for job %s", what, job.ID)
 	hello := noticeFrame("connected", -1, connectedData{Message: msg, Line: msg, Timestamp: time.Now().UTC()}, cfg.Retry)
-	if err := sw.send(hello); err != nil {
+	if err := st.out.send(hello); err != nil {
 		return nil
 	}
-	heartbeat := time.NewTicker(cfg.Heartbeat)
+	if err := st.run(r.Context(), recs, end); err != nil && cfg.Log != nil {
+		cfg.Log.Warn("stream ended early", "job", job.ID, "stream", what, "err", err)
+	}
+	return nil
+}
+
+// stream is one client's stream in progress.
+type stream struct {
+	log   *eventLog
+	sub   *subscriber
+	what  string // "log" or "event"
+	cfg   streamConfig
+	out   *streamWriter
+	after int // the id of the last event sent
+}
+
+// run sends the events it is given and all later ones, then `completed`. It returns when
+// that is sent, when the client is gone (ctx ends or a write fails), or when charond stops
+// while the job has not ended (the client will resume from the restarted charond).
+func (st *stream) run(ctx context.Context, recs []record, end *streamEnd) error {
+	heartbeat := time.NewTicker(st.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	stopping := false
 	for {
-		if len(recs) > 0 {
-			if err := sw.send(frames(recs)...); err != nil {
+		switch {
+		case len(recs) > 0:
+			if err := st.out.send(frames(recs)...); err != nil {
 				return nil // the client is gone
 			}
-			after += len(recs)
-		} else if end != nil {
-			msg := strings.ToUpper(what[:1]) + what[1:] + " stream completed"
-			d := completedData{Message: msg, Line: msg, Timestamp: time.Now().UTC(), Status: end.Status, ExitCode: end.ExitCode}
-			// The id is the last event's, so that a reconnect after `completed` is recognised.
-			done := noticeFrame("completed", l.length(), d, 0)
-			sw.send(done)
+			st.after += len(recs)
+		case end != nil:
+			return st.complete(end)
+		case stopping:
 			return nil
-		} else {
+		default:
 			select {
-			case <-sub.wake:
+			case <-st.sub.wake:
 			case <-heartbeat.C:
-				if err := sw.send([]byte(": ping\n\n")); err != nil {
+				if err := st.out.send([]byte(": ping\n\n")); err != nil {
 					return nil
 				}
-			case <-r.Context().Done():
+			case <-st.cfg.Stopping:
+				stopping = true // send what there is, then end
+			case <-ctx.Done():
 				return nil
 			}
 		}
-		recs, end = l.read(after)
+		var err error
+		if recs, end, err = st.log.read(st.after); err != nil {
+			return err
+		}
 	}
+}
+
+// complete sends `completed`, whose id is the last event's, so that a reconnect after it is
+// recognised.
+func (st *stream) complete(end *streamEnd) error {
+	msg := strings.ToUpper(st.what[:1]) + st.what[1:] + " stream completed"
+	d := completedData{Message: msg, Line: msg, Timestamp: time.Now().UTC(), Status: end.Status, ExitCode: end.ExitCode}
+	st.out.send(noticeFrame("completed", st.log.length(), d, 0))
+	return nil
 }
 
 func frames(recs []record) [][]byte {

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// eventLog is one stream of a job (its output lines, or its events): an append-only sequence
+// of events numbered from 1, kept in a file with one JSON payload a line, plus a window of
+// the newest events in memory, already encoded as SSE frames.
+//
+// The writer (the job's pipe readers, or its status changes) writes each batch to the file
+// before any client can see it, so a line a client was shown survives a crash of charond.
+// Readers never wait for the writer's disk I/O: they take only mu, which guards memory.
+// A reader that is behind the window, a late client or any client of an old job, reads its
+// events back from the file; so memory stays bounded whatever a log's size.
+type eventLog struct {
+	event string   // the SSE event name of every record: "log" or "job_event"
+	file  *os.File // opened for append and read; closed by close() or release()
+
+	writeMu sync.Mutex // serializes appends, so the file and the ids agree; held across the file write
+
+	mu      sync.Mutex // guards the fields below; never held across I/O
+	count   int        // events so far, which is also the last id
+	size    int64      // bytes of whole lines in the file
+	sparse  []int64    // sparse[k] is the file offset of event k*sparseEvery+1
+	window  []record   // the newest events: ids count-len(window)+1 .. count
+	end     *streamEnd // set once, when nothing more will be appended
+	subs    map[*subscriber]struct{}
+	failure error // the first write error; appends fail after it
+}
+
+// record is one event, encoded once as a complete SSE frame and shared by every subscriber;
+// data is the JSON payload inside frame.
+type record struct {
+	frame []byte
+	data  []byte
+}
+
+// streamEnd is what the closing `completed` event reports about the job.
+type streamEnd struct {
+	Status   Status
+	ExitCode *int
+}
+
+// subscriber is one client's place in a log. wake has room for one signal: an append that
+// finds it full knows the subscriber will look at the log anyway.
+type subscriber struct {
+	wake chan struct{}
+}
+
+const (
+	// windowSize is how many of the newest events stay in memory for live subscribers. At
+	// a typical 150 bytes a frame it is about 600 KiB a running job.
+	windowSize = 4096
+	// sparseEvery is how often the file offset of an event is remembered: reading from the
+	// middle of a file skips at most this many lines. A million-line log costs 32 KiB.
+	sparseEvery = 256
+	// readBatch bounds how many records a subscriber copies per turn, so one flush stays small.
+	readBatch = 1024
+)
+
+// errLogClosed is returned by appends after the job has ended.
+var errLogClosed = errors.New("log is closed")
+
+// openEventLog opens (creating if needed) the file at path and indexes what it holds. A torn
+// last line, left by a crash in the middle of a write, is cut off, and said so in torn.
+func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	l = &eventLog{event: event, file: f, subs: make(map[*subscriber]struct{})}
+	if torn, err = l.index(); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("index %s: %w", path, err)
+	}
+	if _, err := f.Seek(l.size, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return l, torn, nil
+}
+
+// index counts the file's whole lines and records their sparse offsets. A partial last line
+// is cut off and its length returned.
+func (l *eventLog) index() (torn int64, err error) {
+	buf := make([]byte, 64<<10)
+	var pos, lineStart int64 // the file offsets of buf[0] and of the line being read
+	for {
+		n, rerr := l.file.Read(buf)
+		for i := 0; i < n; {
+			j := bytes.IndexByte(buf[i:n], '\n')
+			if j < 0 {
+				break
+			}
+			l.noteLine(lineStart)
+			i += j + 1
+			lineStart = pos + int64(i)
+		}
+		pos += int64(n)
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return 0, rerr
+		}
+	}
+	l.size = lineStart
+	if torn = pos - lineStart; torn > 0 {
+		if err := l.file.Truncate(lineStart); err != nil {
+			return 0, err
+		}
+	}
+	return torn, nil
+}
+
+func (l *eventLog) noteLine(off int64) {
+	if l.count%sparseEvery == 0 {
+		l.sparse = append(l.sparse, off)
+	}
+	l.count++
+}
+
+// appendData writes one event per JSON payload to the file, then publishes them to the
+// subscribers. Payloads are copied, so the caller may reuse them.
+func (l *eventLog) appendData(payloads ...[]byte) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	closed, failure, base := l.end != nil, l.failure, l.size
+	l.mu.Unlock()
+	switch {
+	case closed:
+		return errLogClosed
+	case failure != nil:
+		return failure
+	}
+	var buf bytes.Buffer
+	for _, p := range payloads {
+		buf.Write(p)
+		buf.WriteByte('\n')
+	}
+	if _, err := l.file.Write(buf.Bytes()); err != nil {
+		err = fmt.Errorf("write %s: %w", l.file.Name(), err)
+		l.mu.Lock()
+		l.failure = err
+		l.mu.Unlock()
+		return err
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	off := base
+	for _, p := range payloads {
+		if l.count%sparseEvery == 0 {
+			l.sparse = append(l.sparse, off)
+		}
+		off += int64(len(p)) + 1
+		l.count++
+		l.window = append(l.window, encodeRecord(l.count, l.event, p))
+	}
+	l.size = off
+	if len(l.window) >= 2*windowSize {
+		// Copy the newest half so the older frames can be collected.
+		l.window = append([]record(nil), l.window[len(l.window)-windowSize:]...)
+	}
+	l.wakeLocked()
+	return nil
+}
+
+// close marks the log complete, flushes it to disk, and wakes every subscriber so they send
+// `completed`. The in-memory window is dropped: an ended job's readers read the file.
+func (l *eventLog) close(end streamEnd) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	err := l.file.Sync()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.end == nil {
+		l.end = &end
+		l.window = nil
+		l.wakeLocked()
+	}
+	return err
+}
+
+// markEnded sets the end of a log loaded from disk for a job that had already ended.
+func (l *eventLog) markEnded(end streamEnd) {
+	l.mu.Lock()
+	l.end = &end
+	l.mu.Unlock()
+}
+
+// release closes the file; the log must not be used afterwards.
+func (l *eventLog) release() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.file.Close()
+}
+
+func (l *eventLog) wakeLocked() {
+	for s := range l.subs {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// read returns the events after id `after` (at most readBatch), and the stream's end once
+// the job has ended and nothing after `after` is left. Events still in the window are shared
+// frames; older ones are read back from the file.
+func (l *eventLog) read(after int) ([]record, *streamEnd, error) {
+	if after < 0 {
+		after = 0
+	}
+	l.mu.Lock()
+	if after >= l.count {
+		end := l.end
+		l.mu.Unlock()
+		return nil, end, nil
+	}
+	if first := l.count - len(l.window) + 1; after+1 >= first {
+		recs := l.window[after+1-first:]
+		if len(recs) > readBatch {
+			recs = recs[:readBatch]
+		}
+		l.mu.Unlock()
+		return recs, nil, nil
+	}
+	k := after / sparseEvery
+	start, startID, size := l.sparse[k], k*sparseEvery+1, l.size
+	l.mu.Unlock()
+	recs, err := l.readFile(start, startID, size, after, readBatch)
+	return recs, nil, err
+}
+
+// readFile reads up to n events after id `after` from the file, starting from the known
+// offset of event startID and reading no further than size.
+func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) ([]record, error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(l.file, start, size-start), 64<<10)
+	var recs []record
+	for id := startID; len(recs) < n; id++ {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", l.file.Name(), err)
+		}
+		if id > after {
+			recs = append(recs, encodeRecord(id, l.event, line[:len(line)-1]))
+		}
+	}
+	return recs, nil
+}
+
+// contents returns a reader of every event so far as JSON lines, one payload a line. It
+// reads the file, so a reader of a long log never holds the lock.
+func (l *eventLog) contents() io.Reader {
+	l.mu.Lock()
+	size := l.size
+	l.mu.Unlock()
+	return io.NewSectionReader(l.file, 0, size)
+}
+
+// length is the number of events appended so far, which is also the last id.
+func (l *eventLog) length() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.count
+}
+
+func (l *eventLog) subscribe() *subscriber {
+	s := &subscriber{wake: make(chan struct{}, 1)}
+	l.mu.Lock()
+	l.subs[s] = struct{}{}
+	l.mu.Unlock()
+	return s
+}
+
+func (l *eventLog) unsubscribe(s *subscriber) {
+	l.mu.Lock()
+	delete(l.subs, s)
+	l.mu.Unlock()
+}
+
+// subscriberCount is the number of clients streaming this log right now.
+func (l *eventLog) subscriberCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.subs)
+}

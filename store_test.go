@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRestartKeepsJobs shuts a daemon down with finished, cancelled and queued jobs, and a
+// record left "running" as a crash would leave it, then starts another on the same data dir:
+// every job must be there with its status, its log byte for byte with the same ids, and the
+// queued jobs must run in their original order.
+func TestRestartKeepsJobs(t *testing.T) {
+	dir := t.TempDir()
+	a := startTestDaemonIn(t, dir)
+	done := a.submitFake(t, "done", 5, map[string]any{"fake": "lines", "count": 5000})
+	a.waitStatus(t, done, StatusCompleted)
+	blocker := a.submitFake(t, "blocker", 5, map[string]any{"fake": "sleep", "seconds": 60})
+	waitLogLines(t, a, blocker, 1)
+	low := a.submitFake(t, "low", 1, map[string]any{"fake": "lines", "count": 2})
+	high := a.submitFake(t, "high", 15, map[string]any{"fake": "lines", "count": 2})
+	mid := a.submitFake(t, "mid", 5, map[string]any{"fake": "lines", "count": 2})
+	wantLog, _ := httpGet(a.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl")
+	_, wantList := getJSON(t, a.URL+"/api/v1/jobs")
+	a.stop(t)
+
+	// A job that was running when charond crashed, with its process group still alive.
+	leftover := startLeftover(t, "crashed-job-id")
+	appendRecord(t, dir, jobRecord{ID: "crashed-job-id", Version: 3, Seq: 99, Name: "crashed", Playbook: "x.yml",
+		Priority: 5, Timeout: time.Minute, CreatedAt: time.Now(), Status: StatusRunning, StartedAt: time.Now(), PGID: leftover.Process.Pid})
+
+	b := startTestDaemonIn(t, dir)
+	if got, _ := httpGet(b.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl"); string(got) != string(wantLog) {
+		t.Errorf("log after restart differs (%d bytes, want %d)", len(got), len(wantLog))
+	}
+	_, events := openStream(t, b.URL+"/api/v1/jobs/"+done+"/logs/stream", map[string]string{"Last-Event-ID": "4990"})
+	if got := logLines(t, collect(t, events), 4991); strings.Join(got, ",") != strings.Join(fakeLines(5000)[4990:], ",") {
+		t.Errorf("resumed stream after restart = %q", got)
+	}
+	job := b.waitStatus(t, "crashed-job-id", StatusFailed)
+	if job["message"] != "interrupted: charond stopped while the job was running" {
+		t.Errorf("crashed job message = %q", job["message"])
+	}
+	waitProcessGone(t, leftover.Process.Pid)
+	b.waitStatus(t, blocker, StatusCancelled)
+	var starts []time.Time
+	for _, id := range []string{high, mid, low} {
+		j := b.waitStatus(t, id, StatusCompleted)
+		at, _ := time.Parse(time.RFC3339Nano, j["started_at"].(string))
+		starts = append(starts, at)
+	}
+	if !(starts[0].Before(starts[1]) && starts[1].Before(starts[2])) {
+		t.Errorf("queued jobs started at %v, want in priority order high, mid, low", starts)
+	}
+	_, list := getJSON(t, b.URL+"/api/v1/jobs")
+	if got, want := jobIDs(list), append([]string{"crashed-job-id"}, jobIDs(wantList)...); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("job list after restart = %v, want %v", got, want)
+	}
+}
+
+func jobIDs(list map[string]any) []string {
+	var ids []string
+	for _, j := range list["jobs"].([]any) {
+		ids = append(ids, j.(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
+// startLeftover starts a process in its own group marked as a job's, as a run that outlived
+// a crashed charond would be.
+func startLeftover(t *testing.T, jobID string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "300")
+	cmd.Env = append(os.Environ(), "CHARON_JOB_ID="+jobID)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// One goroutine reaps it once killed, so it does not linger as a zombie of the test.
+	reaped := make(chan struct{})
+	go func() { cmd.Wait(); close(reaped) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-reaped })
+	return cmd
+}
+
+func appendRecord(t *testing.T, dir string, rec jobRecord) {
+	t.Helper()
+	line, _ := json.Marshal(rec)
+	f, err := os.OpenFile(filepath.Join(dir, "data", "jobs.journal"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Write(append(line, '\n'))
+}
+
+// TestLeftoverOfAnotherJobIsSpared checks the guard against a reused process group id: a group
+// without the job's marker is not killed.
+func TestLeftoverOfAnotherJobIsSpared(t *testing.T) {
+	other := startLeftover(t, "some-other-job")
+	killLeftovers(other.Process.Pid, "crashed-job-id", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	time.Sleep(50 * time.Millisecond)
+	if err := syscall.Kill(other.Process.Pid, 0); err != nil {
+		t.Errorf("an unrelated process group was killed: %v", err)
+	}
+}
+
+// TestDamagedStoreLoads writes a journal with a corrupt record and a torn last one, and logs
+// with torn last lines: the store must load what is whole, cut what is torn, and go on.
+func TestDamagedStoreLoads(t *testing.T) {
+	dir := t.TempDir()
+	a := startTestDaemonIn(t, dir)
+	id := a.submitFake(t, "ok", 5, map[string]any{"fake": "lines", "count": 3})
+	a.waitStatus(t, id, StatusCompleted)
+	a.stop(t)
+
+	data := filepath.Join(dir, "data")
+	appendFile(t, filepath.Join(data, "jobs.journal"), "this is not json\n{\"id\":\"torn-rec")
+	appendFile(t, filepath.Join(data, "logs", id+".log"), `{"line":"half a li`)
+	appendFile(t, filepath.Join(data, "logs", id+".events"), `{"type":"sta`)
+	if err := os.MkdirAll(filepath.Join(data, "work", "left-by-crash"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	b := startTestDaemonIn(t, dir)
+	job := b.waitStatus(t, id, StatusCompleted)
+	if job["log_lines"] != float64(3) {
+		t.Errorf("log_lines = %v, want 3", job["log_lines"])
+	}
+	if text, _ := httpGet(b.URL + "/api/v1/jobs/" + id + "/logs"); string(text) != "line 1\nline 2\nline 3\n" {
+		t.Errorf("log = %q", text)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(data, "work")); len(entries) != 0 {
+		t.Errorf("work dirs left by a crash were not removed: %v", entries)
+	}
+	// The torn tail is gone from the file, so new appends start on a line of their own.
+	raw, _ := os.ReadFile(filepath.Join(data, "logs", id+".log"))
+	if strings.Contains(string(raw), "half a li") {
+		t.Error("torn log line was not cut")
+	}
+	next := b.submitFake(t, "after", 5, map[string]any{"fake": "lines", "count": 1})
+	b.waitStatus(t, next, StatusCompleted)
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStreamFromFileAndWindow streams a log larger than the in-memory window from the start
+// and from the middle, while the job runs and after it ended: the lines read back from the
+// file and those from the window must join without a gap or a repeat.
+func TestStreamFromFileAndWindow(t *testing.T) {
+	td := startTestDaemon(t)
+	n := 3 * windowSize
+	id, open := gatedJob(t, td, n)
+	_, early := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream", nil)
+	_, middle := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream?since=1000", nil)
+	open()
+	if got := logLines(t, collect(t, early), 1); strings.Join(got, ",") != strings.Join(fakeLines(2*n), ",") {
+		t.Errorf("from the start: %d lines, want %d in order", len(got), 2*n)
+	}
+	if got := logLines(t, collect(t, middle), 1001); len(got) != 2*n-1000 {
+		t.Errorf("from line 1000: %d lines, want %d", len(got), 2*n-1000)
+	}
+	_, after := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream?since=777", nil)
+	if got := logLines(t, collect(t, after), 778); strings.Join(got, ",") != strings.Join(fakeLines(2 * n)[777:], ",") {
+		t.Errorf("after the end, from line 777: %d lines", len(got))
+	}
+}
+
+func TestDeleteJob(t *testing.T) {
+	td := startTestDaemon(t)
+	id := td.submitFake(t, "done", 5, map[string]any{"fake": "lines", "count": 2})
+	td.waitStatus(t, id, StatusCompleted)
+	running := td.submitFake(t, "running", 5, map[string]any{"fake": "sleep", "seconds": 60})
+	queued := td.submitFake(t, "queued", 5, map[string]any{"fake": "lines"})
+	waitLogLines(t, td, running, 1)
+	for _, tc := range []struct {
+		id   string
+		want int
+	}{{running, 409}, {queued, 409}, {id, 204}, {id, 404}} {
+		req, _ := http.NewRequest("DELETE", td.URL+"/api/v1/jobs/"+tc.id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("DELETE %s: %d, want %d", tc.id, resp.StatusCode, tc.want)
+		}
+	}
+	for _, kind := range []string{"log", "events"} {
+		if _, err := os.Stat(td.sched.store.logPath(id, kind)); !os.IsNotExist(err) {
+			t.Errorf("%s file of a deleted job still exists: %v", kind, err)
+		}
+	}
+}
+
+func TestRetentionAndMaxJobs(t *testing.T) {
+	td := startTestDaemon(t, func(d *daemon) { d.sched.maxJobs = 3 })
+	var ids []string
+	for i := 0; i < 5; i++ {
+		id := td.submitFake(t, fmt.Sprint("job", i), 5, map[string]any{"fake": "lines", "count": 1})
+		td.waitStatus(t, id, StatusCompleted)
+		ids = append(ids, id)
+	}
+	waitFor(t, "pruning to 3 jobs", func() bool { return len(td.sched.list("", 100)) == 3 })
+	for i, id := range ids {
+		code, _ := getJSON(t, td.URL+"/api/v1/jobs/"+id)
+		if want := map[bool]int{true: 404, false: 200}[i < 2]; code != want {
+			t.Errorf("job %d: %d, want %d", i, code, want)
+		}
+	}
+	td.sched.now = func() time.Time { return time.Now().Add(25 * time.Hour) } // past the test's 24h retention
+	td.sched.prune()
+	if n := len(td.sched.list("", 100)); n != 0 {
+		t.Errorf("%d jobs left after the retention passed, want 0", n)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDrainLetsRunningJobsFinish shuts down with a drain timeout: the running job completes,
+// a submission meanwhile gets 503, and a queued job stays queued for the next start.
+func TestDrainLetsRunningJobsFinish(t *testing.T) {
+	dir := t.TempDir()
+	a := startTestDaemonIn(t, dir)
+	running := a.submitFake(t, "finishing", 5, map[string]any{"fake": "lines", "count": 20, "interval_ms": 25})
+	queued := a.submitFake(t, "waiting", 5, map[string]any{"fake": "lines", "count": 1})
+	waitLogLines(t, a, running, 1)
+	drained := make(chan error, 1)
+	go func() { drained <- a.sched.shutdown(contextWithTimeout(t, 30*time.Second), 10*time.Second) }()
+	waitFor(t, "shutdown to begin", func() bool {
+		a.sched.mu.Lock()
+		defer a.sched.mu.Unlock()
+		return a.sched.closed
+	})
+	a.submit(t, "application/json", `{"name":"late","playbook":"- hosts: all\n"}`, http.StatusServiceUnavailable)
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if st := mustJob(t, a, running).Status(); st != StatusCompleted {
+		t.Errorf("drained job = %s, want completed", st)
+	}
+	if st := mustJob(t, a, queued).Status(); st != StatusQueued {
+		t.Errorf("queued job = %s, want still queued", st)
+	}
+	a.stop(t)
+	b := startTestDaemonIn(t, dir)
+	b.waitStatus(t, queued, StatusCompleted)
+}
+
+func mustJob(t *testing.T, td *testDaemon, id string) *Job {
+	t.Helper()
+	job, err := td.sched.get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+// TestKill9LosesNothingAcknowledged kills a real charond with SIGKILL while a job prints and a
+// client streams it, then restarts it on the same data dir: the job is failed/interrupted,
+// every line the client saw is in its log with the same id, its leftover process is killed,
+// and the queued job runs.
+func TestKill9LosesNothingAcknowledged(t *testing.T) {
+	bin := buildCharond(t)
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	start := func() (*exec.Cmd, *testDaemon) {
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dir, "-playbook-dir", dir,
+			"-ansible-playbook", self, "-workers", "1")
+		cmd.Env = append(os.Environ(), "CHARON_FAKE_RUNNER=1", "GORACE=atexit_sleep_ms=0")
+		return cmd, &testDaemon{URL: startProcess(t, cmd)}
+	}
+	cmd, a := start()
+	printing := a.submitFake(t, "printing", 5, map[string]any{"fake": "lines", "count": 100000, "interval_ms": 1})
+	queued := a.submitFake(t, "queued", 5, map[string]any{"fake": "lines", "count": 3})
+	_, events := openStream(t, a.URL+"/api/v1/jobs/"+printing+"/logs/stream", nil)
+	var seen []sseEvent
+	for ev := range events {
+		if ev.Event == "log" {
+			seen = append(seen, ev)
+		}
+		if len(seen) == 200 {
+			break
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for ev := range events { // what was already on its way to the client before the kill
+		if ev.Event == "log" {
+			seen = append(seen, ev)
+		}
+	}
+
+	_, b := start()
+	b.waitStatus(t, queued, StatusCompleted)
+	job := b.waitStatus(t, printing, StatusFailed)
+	if job["message"] != "interrupted: charond stopped while the job was running" {
+		t.Errorf("message = %q", job["message"])
+	}
+	stored, _ := httpGet(b.URL + "/api/v1/jobs/" + printing + "/logs?format=jsonl")
+	lines := strings.Split(string(stored), "\n")
+	for _, ev := range seen {
+		n, _ := strconv.Atoi(ev.ID)
+		if n > len(lines) || lines[n-1] != ev.Data {
+			t.Fatalf("line %s the client saw is not stored as it was sent (%d stored lines)", ev.ID, len(lines)-1)
+		}
+	}
+	t.Logf("client saw %d lines; %d stored", len(seen), len(lines)-1)
+}
+
+// BenchmarkMillionLineJobMemory reports the heap growth while a job prints 1,000,000 lines
+// and a client streams them: logs are kept on disk with a small window in memory.
+func BenchmarkMillionLineJobMemory(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		td := startTestDaemon(b)
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		peak := before.HeapAlloc
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var m runtime.MemStats
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+					runtime.ReadMemStats(&m)
+					if m.HeapAlloc > peak {
+						peak = m.HeapAlloc
+					}
+				}
+			}
+		}()
+		id := td.submitFake(b, "million", 5, map[string]any{"fake": "lines", "count": 1000000})
+		resp, err := http.Get(td.URL + "/api/v1/jobs/" + id + "/logs/stream")
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "event: log") {
+				n++
+			}
+		}
+		resp.Body.Close()
+		close(stop)
+		<-sampled
+		if n != 1000000 {
+			b.Fatalf("client got %d lines", n)
+		}
+		b.ReportMetric(float64(peak-before.HeapAlloc)/(1<<20), "MiB-heap-growth")
+	}
+}
+
+// TestEventLogWindowStaysBounded appends far more events than the window holds: memory keeps
+// at most two windows' worth, the rest is read back from the file, and an ended log keeps none.
+func TestEventLogWindowStaysBounded(t *testing.T) {
+	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release()
+	for i := 1; i <= 5*windowSize; i++ {
+		if err := l.appendData([]byte(strconv.Quote(fmt.Sprint(i)))); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(l.window); n > 2*windowSize {
+			t.Fatalf("window holds %d events after %d appends", n, i)
+		}
+	}
+	recs, _, err := l.read(0)
+	if err != nil || len(recs) != readBatch || string(recs[0].data) != `"1"` || !strings.HasPrefix(string(recs[0].frame), "id: 1\n") {
+		t.Fatalf("first events read back from the file: %d, %v", len(recs), err)
+	}
+	if err := l.close(streamEnd{Status: StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	if l.window != nil {
+		t.Errorf("an ended log keeps %d events in memory", len(l.window))
+	}
+	recs, end, _ := l.read(5*windowSize - 1)
+	if len(recs) != 1 || string(recs[0].data) != strconv.Quote(fmt.Sprint(5*windowSize)) || end != nil {
+		t.Errorf("last event after close = %q", recs)
+	}
+}
