@@ -57,16 +57,28 @@ func TestAnsibleSimpleJob(t *testing.T) {
 	if last := all[len(all)-1]; !strings.Contains(last.Data, `"status":"completed"`) || !strings.Contains(last.Data, `"exit_code":0`) {
 		t.Errorf("completed event = %s", last.Data)
 	}
-	var statuses []string
+	var statuses, types []string
 	for _, ev := range collect(t, events) {
 		if ev.Event == "job_event" {
-			var d struct{ Status string }
+			var d struct{ Type, Status string }
 			json.Unmarshal([]byte(ev.Data), &d)
-			statuses = append(statuses, d.Status)
+			types = append(types, d.Type)
+			if d.Type == "status_changed" {
+				statuses = append(statuses, d.Status)
+			}
 		}
 	}
 	if got := strings.Join(statuses, ","); got != "queued,running,completed" {
 		t.Errorf("statuses = %s, want queued,running,completed", got)
+	}
+	// The seed's four debug/pause tasks on localhost: four results, and a recap of ok=4.
+	if got := strings.Count(strings.Join(types, ","), "runner_on_ok"); got != 4 {
+		t.Errorf("runner_on_ok events = %d, want 4; types %v", got, types)
+	}
+	_, final := getJSON(t, td.URL+"/api/v1/jobs/"+id)
+	summary, _ := json.Marshal(final["summary"])
+	if want := `{"failed_tasks":[],"hosts":{"localhost":{"changed":0,"failed":0,"ignored":0,"ok":4,"rescued":0,"skipped":0,"unreachable":0}}}`; string(summary) != want {
+		t.Errorf("summary = %s, want %s", summary, want)
 	}
 }
 

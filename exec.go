@@ -48,10 +48,20 @@ type runResult struct {
 // are only valid during the call.
 type lineSink func(stream string, lines [][]byte)
 
-// run executes the job's playbook until it exits or ctx ends, sending every output line to sink.
-// started is called with the process group id once the process runs. run returns only after
-// the process is reaped, its group killed, and both pipes are read.
-func (r *runner) run(ctx context.Context, job *Job, sink lineSink, started func(pgid int)) runResult {
+// runHooks are how a run reports back while it goes.
+type runHooks struct {
+	lines   lineSink       // output lines, stream "stdout" or "stderr"
+	events  func([]byte)   // each line the callback plugin writes
+	started func(pgid int) // once the process runs
+}
+
+// eventsFD is the child's file descriptor for the callback plugin's pipe: the first of
+// cmd.ExtraFiles, after stdin, stdout and stderr.
+const eventsFD = 3
+
+// run executes the job's playbook until it exits or ctx ends, reporting to hooks. It returns
+// only after the process is reaped, its group killed, and every pipe is read.
+func (r *runner) run(ctx context.Context, job *Job, hooks runHooks) runResult {
 	workDir, err := r.prepareWorkDir(job)
 	if err != nil {
 		return runResult{startErr: err}
@@ -59,28 +69,36 @@ func (r *runner) run(ctx context.Context, job *Job, sink lineSink, started func(
 	defer os.RemoveAll(workDir)
 
 	cmd := r.command(job, workDir)
-	outR, errR, err := attachPipes(cmd)
+	reads, writes, err := attachPipes(cmd)
 	if err != nil {
 		return runResult{startErr: err}
 	}
 	if err := cmd.Start(); err != nil {
-		closeAll(outR, errR, cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
+		closeAll(append(reads, writes...)...)
 		return runResult{startErr: r.explainStartError(err)}
 	}
 	// The child has its own copies of the write ends; ours must go, or EOF never comes.
-	closeAll(cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
-	started(cmd.Process.Pid) // Setpgid makes the group id the child's pid
+	closeAll(writes...)
+	hooks.started(cmd.Process.Pid) // Setpgid makes the group id the child's pid
 
 	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() { defer readers.Done(); readLines(outR, "stdout", r.maxLine, sink) }()
-	go func() { defer readers.Done(); readLines(errR, "stderr", r.maxLine, sink) }()
+	readers.Add(3)
+	go func() { defer readers.Done(); readLines(reads[0], "stdout", r.maxLine, hooks.lines) }()
+	go func() { defer readers.Done(); readLines(reads[1], "stderr", r.maxLine, hooks.lines) }()
+	go func() {
+		defer readers.Done()
+		readLines(reads[2], "events", r.maxLine, func(_ string, lines [][]byte) {
+			for _, l := range lines {
+				hooks.events(l)
+			}
+		})
+	}()
 
 	killed := r.waitOrKill(ctx, cmd)
 	// Leftovers in the group (a playbook's background job, say) would hold the pipes open and
 	// outlive the job: kill them all now that the leader is gone.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	waitReaders(&readers, pipeGrace, outR, errR)
+	waitReaders(&readers, pipeGrace, reads...)
 
 	return runResult{killed: killed, exitCode: cmd.ProcessState.ExitCode()}
 }
@@ -136,20 +154,21 @@ func closeAll(files ...*os.File) {
 	}
 }
 
-// attachPipes gives the child its own pipes for stdout and stderr, read separately so that a
-// chatty stderr can never stall stdout or the reverse.
-func attachPipes(cmd *exec.Cmd) (outR, errR *os.File, err error) {
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, fmt.Errorf("create stdout pipe: %w", err)
+// attachPipes gives the child three pipes: stdout, stderr and the callback plugin's events
+// (fd 3), each read on its own so that none can stall another. It returns the read ends and
+// the write ends in that order.
+func attachPipes(cmd *exec.Cmd) (reads, writes []*os.File, err error) {
+	for _, name := range []string{"stdout", "stderr", "events"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(append(reads, writes...)...)
+			return nil, nil, fmt.Errorf("create %s pipe: %w", name, err)
+		}
+		reads, writes = append(reads, r), append(writes, w)
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(outR, outW)
-		return nil, nil, fmt.Errorf("create stderr pipe: %w", err)
-	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	return outR, errR, nil
+	cmd.Stdout, cmd.Stderr = writes[0], writes[1]
+	cmd.ExtraFiles = []*os.File{writes[2]}
+	return reads, writes, nil
 }
 
 // command builds the ansible-playbook command line. Every job field reaches it as a file in the
@@ -176,11 +195,30 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		// Marks every process of the run, so a restarted charond can tell the job's leftovers
 		// from an unrelated process that reuses the group id.
 		"CHARON_JOB_ID="+job.ID,
+		fmt.Sprintf("CHARON_EVENTS_FD=%d", eventsFD),
 	)
+	cmd.Env = append(cmd.Env, callbackEnv(filepath.Join(workDir, "callback_plugins"))...)
 	cmd.Env = append(cmd.Env, r.extraEnv...)
 	// Its own process group, so that cancel and timeout reach every process the playbook starts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// callbackEnv enables Charon's callback plugin from dir, keeping whatever callback plugin
+// path and enabled callbacks charond's own environment sets, and Ansible's default plugin path.
+func callbackEnv(dir string) []string {
+	paths := os.Getenv("ANSIBLE_CALLBACK_PLUGINS")
+	if paths == "" {
+		paths = "~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback"
+	}
+	enabled := callbackName
+	if own := os.Getenv("ANSIBLE_CALLBACKS_ENABLED"); own != "" {
+		enabled = own + "," + callbackName
+	}
+	return []string{
+		"ANSIBLE_CALLBACK_PLUGINS=" + dir + ":" + paths,
+		"ANSIBLE_CALLBACKS_ENABLED=" + enabled,
+	}
 }
 
 // version runs `ansible-playbook --version` with the jobs' environment and returns its first
@@ -206,28 +244,40 @@ func (r *runner) explainStartError(err error) error {
 
 // prepareWorkDir writes the job's inventory, variables and embedded playbook into a fresh
 // directory that only charond's user can read, since variables may hold secrets.
-func (r *runner) prepareWorkDir(job *Job) (string, error) {
+func (r *runner) prepareWorkDir(job *Job) (dir string, err error) {
 	if err := os.MkdirAll(r.workRoot, 0o700); err != nil {
 		return "", fmt.Errorf("create work root: %w", err)
 	}
-	dir := filepath.Join(r.workRoot, job.ID)
+	dir = filepath.Join(r.workRoot, job.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create work dir: %w", err)
 	}
-	files := map[string][]byte{}
-	var err error
-	if files["inventory.json"], err = json.Marshal(inventoryFile(job.Spec)); err != nil {
-		return dir, fmt.Errorf("write inventory: %w", err)
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	inventory, err := json.Marshal(inventoryFile(job.Spec))
+	if err != nil {
+		return "", fmt.Errorf("encode inventory: %w", err)
 	}
-	if files["vars.json"], err = json.Marshal(job.Spec.Variables); err != nil {
-		return dir, fmt.Errorf("write variables: %w", err)
+	vars, err := json.Marshal(job.Spec.Variables)
+	if err != nil {
+		return "", fmt.Errorf("encode variables: %w", err)
+	}
+	files := map[string][]byte{
+		"inventory.json": inventory,
+		"vars.json":      vars,
+		filepath.Join("callback_plugins", callbackName+".py"): callbackPlugin,
 	}
 	if job.Spec.Embedded() {
 		files["playbook.yml"] = []byte(job.Spec.Playbook)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "callback_plugins"), 0o700); err != nil {
+		return "", fmt.Errorf("create callback plugin dir: %w", err)
+	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
-			os.RemoveAll(dir)
 			return "", fmt.Errorf("write %s: %w", name, err)
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ func (s *server) routes() http.Handler {
 	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
 	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob, "DELETE": s.deleteJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs", map[string]http.HandlerFunc{"GET": s.getLogs})
+	s.handle(mux, "/api/v1/jobs/{id}/events", map[string]http.HandlerFunc{"GET": s.getEvents})
 	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs/stream", map[string]http.HandlerFunc{"GET": s.streamLogs})
 	s.handle(mux, "/api/v1/jobs/{id}/events/stream", map[string]http.HandlerFunc{"GET": s.streamEvents})
@@ -287,6 +289,34 @@ func (s *server) getLogs(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// getEvents answers the job's recorded events (status changes and task events) as JSON, each
+// with its stream id, for tools that do not want a stream.
+func (s *server) getEvents(w http.ResponseWriter, r *http.Request) {
+	job, err := s.sched.get(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var body bytes.Buffer
+	body.WriteString(`{"events":[`)
+	stored := bufio.NewReader(job.events.contents())
+	for id := 1; ; id++ {
+		raw, err := stored.ReadBytes('\n')
+		if err != nil {
+			break // io.EOF: every stored event ends with a newline
+		}
+		if id > 1 {
+			body.WriteByte(',')
+		}
+		// Every stored event is a JSON object: put the id first inside it.
+		fmt.Fprintf(&body, `{"id":%d,`, id)
+		body.Write(bytes.TrimSpace(raw)[1:])
+	}
+	body.WriteString("]}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body.Bytes())
+}
+
 func (s *server) streamLogs(w http.ResponseWriter, r *http.Request) {
 	s.serveJobStream(w, r, "log", func(j *Job) *eventLog { return j.logs })
 }
@@ -324,6 +354,7 @@ type jobView struct {
 	Message       string         `json:"message"`
 	QueuePosition int            `json:"queue_position,omitempty"`
 	LogLines      int            `json:"log_lines"`
+	Summary       *jobSummary    `json:"summary"`
 }
 
 // newJobView builds a job's API form from its state; full adds the playbook and variables,
@@ -344,10 +375,11 @@ func newJobView(job *Job, st jobState, full bool) jobView {
 		Message:       st.Message,
 		QueuePosition: st.QueuePosition,
 		LogLines:      job.logs.length(),
+		Summary:       st.Summary,
 	}
 	if full {
 		v.Playbook = job.Spec.Playbook
-		v.Variables = job.Spec.Variables
+		v.Variables = maskVariables(job.Spec.Variables)
 	}
 	return v
 }

@@ -602,6 +602,7 @@ type Job struct {
 	cancelRun  func(*stopReason) // set when the job starts: ends its run for that reason
 	pgid       int               // the process group of its run, once started
 	version    uint64            // of its stored record; each save is a new version
+	summary    *jobSummary       // from the callback plugin's events; nil until the first
 }
 
 // newJobID returns a random id in the 8-4-4-4-12 hex form the seed's examples show.

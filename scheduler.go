@@ -191,12 +191,15 @@ func (s *scheduler) execute(ctx context.Context, job *Job) {
 			s.log.Error("save job process group", "job", job.ID, "err", err)
 		}
 	}
-	sink := func(stream string, lines [][]byte) {
+	events := newRunEvents(job, s.now, s.log)
+	lines := func(stream string, lines [][]byte) {
+		events.noteOutput(lines)
 		if err := job.appendLines(s.now().UTC(), stream, lines); err != nil {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
 		}
 	}
-	res := s.runner.run(ctx, job, sink, started)
+	res := s.runner.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: started})
+	events.warnIfMissing()
 	status, code, message := outcome(ctx, res)
 	s.finish(job, status, code, message)
 
@@ -288,7 +291,8 @@ type jobState struct {
 	FinishedAt    time.Time
 	ExitCode      *int
 	Message       string
-	QueuePosition int // 1-based while queued, else 0
+	QueuePosition int         // 1-based while queued, else 0
+	Summary       *jobSummary // a copy
 }
 
 // state returns the job's current state, its queue position included.
@@ -308,6 +312,7 @@ func (s *scheduler) stateLocked(job *Job) jobState {
 		ExitCode:      job.exitCode,
 		Message:       job.message,
 		QueuePosition: s.queue.position(job),
+		Summary:       job.summary.clone(),
 	}
 }
 
@@ -500,7 +505,7 @@ func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
 			Inventory: rec.Inventory, Variables: rec.Variables, Priority: rec.Priority, Timeout: rec.Timeout,
 		},
 		status: rec.Status, startedAt: rec.StartedAt, finishedAt: rec.FinishedAt, exitCode: rec.ExitCode,
-		message: rec.Message, pgid: rec.PGID, version: rec.Version,
+		message: rec.Message, pgid: rec.PGID, version: rec.Version, summary: rec.Summary,
 	}
 	if job.Spec.Variables == nil {
 		job.Spec.Variables = map[string]any{}

@@ -54,6 +54,7 @@ type jobRecord struct {
 	ExitCode     *int           `json:"exit_code,omitempty"`
 	Message      string         `json:"message,omitempty"`
 	PGID         int            `json:"pgid,omitempty"`
+	Summary      *jobSummary    `json:"summary,omitempty"`
 }
 
 // recordLocked returns the job's state as a new version of its record; j.mu is held.
@@ -65,7 +66,7 @@ func (j *Job) recordLocked() jobRecord {
 		Name: s.Name, Description: s.Description, Playbook: s.Playbook, PlaybookPath: s.PlaybookPath,
 		Inventory: s.Inventory, Variables: s.Variables, Priority: s.Priority, Timeout: s.Timeout,
 		CreatedAt: j.CreatedAt, Status: j.status, StartedAt: j.startedAt, FinishedAt: j.finishedAt,
-		ExitCode: j.exitCode, Message: j.message, PGID: j.pgid,
+		ExitCode: j.exitCode, Message: j.message, PGID: j.pgid, Summary: j.summary.clone(),
 	}
 }
 

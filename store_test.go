@@ -33,6 +33,7 @@ func TestRestartKeepsJobs(t *testing.T) {
 	high := a.submitFake(t, "high", 15, map[string]any{"fake": "lines", "count": 2})
 	mid := a.submitFake(t, "mid", 5, map[string]any{"fake": "lines", "count": 2})
 	wantLog, _ := httpGet(a.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl")
+	wantEvents, _ := httpGet(a.URL + "/api/v1/jobs/" + done + "/events")
 	_, wantList := getJSON(t, a.URL+"/api/v1/jobs")
 	a.stop(t)
 
@@ -44,6 +45,9 @@ func TestRestartKeepsJobs(t *testing.T) {
 	b := startTestDaemonIn(t, dir)
 	if got, _ := httpGet(b.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl"); string(got) != string(wantLog) {
 		t.Errorf("log after restart differs (%d bytes, want %d)", len(got), len(wantLog))
+	}
+	if got, _ := httpGet(b.URL + "/api/v1/jobs/" + done + "/events"); string(got) != string(wantEvents) {
+		t.Errorf("events after restart:\n%s\nwant:\n%s", got, wantEvents)
 	}
 	_, events := openStream(t, b.URL+"/api/v1/jobs/"+done+"/logs/stream", map[string]string{"Last-Event-ID": "4990"})
 	if got := logLines(t, collect(t, events), 4991); strings.Join(got, ",") != strings.Join(fakeLines(5000)[4990:], ",") {
