@@ -10,14 +10,16 @@ import (
 type errorKind int
 
 const (
-	errInternal    errorKind = iota // a fault of charond's: logged, and answered generically
-	errInvalid                      // 400: the request is malformed or a field is wrong
-	errNotFound                     // 404
-	errConflict                     // 409: the job is not in a state that allows this
-	errTooLarge                     // 413
-	errUnsupported                  // 415
-	errUnavailable                  // 503: charond is shutting down
-	errNotAllowed                   // 405
+	errInternal     errorKind = iota // a fault of charond's: logged, and answered generically
+	errInvalid                       // 400: the request is malformed or a field is wrong
+	errNotFound                      // 404
+	errConflict                      // 409: the job is not in a state that allows this
+	errTooLarge                      // 413
+	errUnsupported                   // 415
+	errUnavailable                   // 503: shutting down, or too many streams
+	errNotAllowed                    // 405
+	errUnauthorized                  // 401: no valid bearer token
+	errTooMany                       // 429: the queue is full
 )
 
 // apiError is an error whose message is written for the client.
@@ -62,6 +64,10 @@ func httpStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, ae.msg
 	case errNotAllowed:
 		return http.StatusMethodNotAllowed, ae.msg
+	case errUnauthorized:
+		return http.StatusUnauthorized, ae.msg
+	case errTooMany:
+		return http.StatusTooManyRequests, ae.msg
 	}
 	return http.StatusInternalServerError, "internal error"
 }

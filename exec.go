@@ -27,8 +27,11 @@ type runner struct {
 	killGrace time.Duration
 	// maxLine is the longest line kept; the rest of a longer line is dropped and the line says so.
 	maxLine int
-	// extraEnv is added to the child's environment after charond's own (tests use it to turn
-	// the test binary into a fake ansible-playbook).
+	// envAllow names the variables of charond's environment that a job inherits: exact names,
+	// or prefixes ending in '*'. Everything else, CHARON_TOKEN included, stays out.
+	envAllow []string
+	// extraEnv is added to the child's environment after the allowed ones (tests use it to
+	// turn the test binary into a fake ansible-playbook).
 	extraEnv []string
 }
 
@@ -187,7 +190,7 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		playbook)
 	cmd.Dir = dir
 	cmd.Stdin = nil // /dev/null: a playbook that prompts fails instead of hanging
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(r.inheritedEnv(),
 		"PYTHONUNBUFFERED=1", // Python block-buffers a pipe: without this nothing streams until the end
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_FORCE_COLOR=0",
@@ -202,6 +205,31 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 	// Its own process group, so that cancel and timeout reach every process the playbook starts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// inheritedEnv is the part of charond's environment that envAllow lets through.
+func (r *runner) inheritedEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if envAllowed(name, r.envAllow) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func envAllowed(name string, allow []string) bool {
+	for _, pattern := range allow {
+		if prefix, wildcard := strings.CutSuffix(pattern, "*"); wildcard {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if pattern == name {
+			return true
+		}
+	}
+	return false
 }
 
 // callbackEnv enables Charon's callback plugin from dir, keeping whatever callback plugin
@@ -225,7 +253,7 @@ func callbackEnv(dir string) []string {
 // line, such as "ansible-playbook [core 2.14.18]".
 func (r *runner) version(ctx context.Context) (string, error) {
 	cmd := exec.CommandContext(ctx, r.playbookCmd, "--version")
-	cmd.Env = append(os.Environ(), r.extraEnv...)
+	cmd.Env = append(r.inheritedEnv(), r.extraEnv...)
 	out, err := cmd.Output()
 	if err != nil {
 		return "", r.explainStartError(err)

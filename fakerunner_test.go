@@ -24,6 +24,7 @@ import (
 //	fake: exit         print "failing", exit with `code`
 //	fake: gate         print `count` lines, wait until the file `gate` exists, print `count` more
 //	fake: report       print its arguments, working directory, the vars file's mode and some env
+//	fake: envdump      print the name of every environment variable it has
 //
 // It returns the process exit code.
 func fakeRunnerMain(args []string) int {
@@ -93,6 +94,11 @@ func fakeRunnerMain(args []string) int {
 		}
 	case "report":
 		report(args)
+	case "envdump":
+		for _, kv := range os.Environ() {
+			name, _, _ := strings.Cut(kv, "=")
+			fmt.Println(name)
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "fake runner: unknown scenario %v\n", vars["fake"])
 		return 1

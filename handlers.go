@@ -13,14 +13,21 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // version is charond's version, reported by /api/v1/info and -version.
 const version = "0.1.0"
 
+// retryAfterSeconds is the Retry-After of a 429 or 503: long enough for a few jobs to start.
+const retryAfterSeconds = "5"
+
 // server holds what the HTTP handlers need.
 type server struct {
+	token          string // the bearer token every /api/ route needs; empty: none
+	maxStreams     int64  // open SSE streams allowed at once
+	openStreams    atomic.Int64
 	sched          *scheduler
 	log            *slog.Logger
 	limits         specLimits
@@ -47,7 +54,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.cors(mux)
+	return s.cors(s.requireToken(mux))
 }
 
 func (s *server) handle(mux *http.ServeMux, path string, byMethod map[string]http.HandlerFunc) {
@@ -65,50 +72,6 @@ func (s *server) handle(mux *http.ServeMux, path string, byMethod map[string]htt
 		w.Header().Set("Allow", allow)
 		s.writeError(w, r, apiErrorf(errNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
 	})
-}
-
-// cors answers preflight requests and marks responses readable by the allowed origins.
-func (s *server) cors(next http.Handler) http.Handler {
-	if len(s.corsOrigins) == 0 {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		allowed := s.allowedOrigin(origin)
-		if allowed != "" {
-			h := w.Header()
-			h.Set("Access-Control-Allow-Origin", allowed)
-			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Expose-Headers", "Location")
-		}
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			if allowed != "" {
-				h := w.Header()
-				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-				h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID")
-				h.Set("Access-Control-Max-Age", "600")
-			}
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// allowedOrigin is the Access-Control-Allow-Origin value for origin, or "" if it may not read.
-func (s *server) allowedOrigin(origin string) string {
-	if origin == "" {
-		return ""
-	}
-	for _, o := range s.corsOrigins {
-		if o == "*" {
-			return "*"
-		}
-		if strings.EqualFold(o, origin) {
-			return origin
-		}
-	}
-	return ""
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
@@ -331,6 +294,12 @@ func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, what str
 		s.writeError(w, r, err)
 		return
 	}
+	if n := s.openStreams.Add(1); n > s.maxStreams {
+		s.openStreams.Add(-1)
+		s.writeError(w, r, apiErrorf(errUnavailable, "too many open streams (%d, -max-streams): try again later", s.maxStreams))
+		return
+	}
+	defer s.openStreams.Add(-1)
 	if err := serveStream(w, r, job, pick(job), what, s.stream); err != nil {
 		s.writeError(w, r, err)
 	}
@@ -407,8 +376,12 @@ func (s *server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v
 // their details stay in charond's log and the client gets a generic message.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := httpStatus(err)
-	if status == http.StatusInternalServerError {
+	switch status {
+	case http.StatusInternalServerError:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		// Both pass: the queue drains, streams close, a restart ends.
+		w.Header().Set("Retry-After", retryAfterSeconds)
 	}
 	body, _ := json.Marshal(map[string]string{"error": msg})
 	w.Header().Set("Content-Type", "application/json")

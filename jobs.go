@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -113,6 +114,9 @@ func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, invalidf("request body is empty: send a job document with at least name and playbook")
 	}
+	if !utf8.Valid(body) {
+		return nil, invalidf("request body is not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(body))
+	}
 	if isJSON {
 		return jsonToNode(body)
 	}
@@ -131,6 +135,18 @@ func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
 		return nil, invalidf("job document is empty")
 	}
 	return doc.Content[0], nil
+}
+
+// firstInvalidUTF8 returns the offset of the first byte that is not valid UTF-8.
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
 }
 
 // maxJSONDepth bounds the nesting of a JSON document, which jsonParser walks recursively.

@@ -39,6 +39,17 @@ type config struct {
 	Retention       time.Duration
 	MaxJobs         int
 	DrainTimeout    time.Duration
+	Token           string
+	TokenFile       string
+	InsecureNoAuth  bool
+	TLSCert         string
+	TLSKey          string
+	EnvAllow        string
+	MaxQueue        int
+	MaxStreams      int
+	ReadHeaderTime  time.Duration
+	IdleTimeout     time.Duration
+	MaxHeaderBytes  int
 	ShowVersion     bool
 }
 
@@ -93,6 +104,30 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 0,
 		"On SIGTERM or SIGINT, first wait up to this long for running jobs to finish (new submissions get 503), "+
 			"then cancel what is left. 0 cancels at once. Queued jobs stay queued for the next start either way.")
+	fs.StringVar(&c.Token, "token", env("CHARON_TOKEN", ""),
+		"Bearer token that every /api/ route requires (stream routes also take ?access_token=). Env CHARON_TOKEN. "+
+			"Prefer the environment or -token-file: a flag shows in the process list.")
+	fs.StringVar(&c.TokenFile, "token-file", env("CHARON_TOKEN_FILE", ""),
+		"File holding the bearer token, instead of -token. Env CHARON_TOKEN_FILE.")
+	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false,
+		"Allow listening on a non-loopback -addr without a token. Anyone who can reach charond can then run playbooks.")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("CHARON_TLS_CERT", ""),
+		"TLS certificate file (PEM); with -tls-key, charond serves HTTPS. Env CHARON_TLS_CERT.")
+	fs.StringVar(&c.TLSKey, "tls-key", env("CHARON_TLS_KEY", ""),
+		"TLS private key file (PEM), with -tls-cert. Env CHARON_TLS_KEY.")
+	fs.StringVar(&c.EnvAllow, "env-allow", env("CHARON_ENV_ALLOW", "PATH,HOME,LANG,LC_*,USER,ANSIBLE_*,SSH_AUTH_SOCK"),
+		"Comma-separated names of charond's environment variables that jobs inherit; a trailing * matches a prefix. "+
+			"The rest, CHARON_TOKEN included, never reaches a playbook. Env CHARON_ENV_ALLOW.")
+	fs.IntVar(&c.MaxQueue, "max-queue", 1000,
+		"Most jobs that may wait in the queue; a submission beyond it gets 429 with Retry-After.")
+	fs.IntVar(&c.MaxStreams, "max-streams", 1000,
+		"Most SSE streams open at once; one more gets 503 with Retry-After.")
+	fs.DurationVar(&c.ReadHeaderTime, "read-header-timeout", 10*time.Second,
+		"How long a client may take to send its request headers.")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute,
+		"How long an idle keep-alive connection stays open between requests.")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 64<<10,
+		"Largest request header block accepted, in bytes.")
 	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -117,6 +152,10 @@ func (c *config) validate() error {
 		return errors.New("-max-body and -max-line must be at least 1")
 	case c.Retention <= 0 || c.MaxJobs < 1 || c.DrainTimeout < 0:
 		return errors.New("-retention and -max-jobs must be positive; -drain-timeout must not be negative")
+	case c.MaxQueue < 1 || c.MaxStreams < 1 || c.MaxHeaderBytes < 1 || c.ReadHeaderTime <= 0 || c.IdleTimeout <= 0:
+		return errors.New("-max-queue, -max-streams, -max-header-bytes, -read-header-timeout and -idle-timeout must be positive")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("-tls-cert and -tls-key go together: give both or neither")
 	}
 	return nil
 }
@@ -140,6 +179,15 @@ func run(args []string) error {
 	if cfg.ShowVersion {
 		fmt.Println("charond", version)
 		return nil
+	}
+	token, err := loadToken(cfg.Token, cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	cfg.Token = token
+	if !isLoopback(cfg.Addr) && cfg.Token == "" && !cfg.InsecureNoAuth {
+		return fmt.Errorf("refusing to listen on %s without a token: anyone who can reach it could run playbooks; "+
+			"set CHARON_TOKEN or -token-file, or pass -insecure-no-auth", cfg.Addr)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -180,13 +228,14 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		return nil, fmt.Errorf("-data-dir: %w", err)
 	}
 	r := &runner{
+		envAllow:    splitList(cfg.EnvAllow),
 		playbookCmd: cfg.AnsiblePlaybook,
 		workRoot:    filepath.Join(dataDir, "work"),
 		killGrace:   cfg.KillGrace,
 		maxLine:     cfg.MaxLine,
 	}
 	sched := newScheduler(r, st, logger)
-	sched.retention, sched.maxJobs = cfg.Retention, cfg.MaxJobs
+	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
 	if err := sched.restore(records); err != nil {
 		return nil, fmt.Errorf("load jobs from %s: %w", dataDir, err)
 	}
@@ -200,6 +249,8 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 			Stopping: stopping, Log: logger},
 		corsOrigins: splitList(cfg.CORSOrigins),
 		workers:     cfg.Workers,
+		token:       cfg.Token,
+		maxStreams:  int64(cfg.MaxStreams),
 	}
 	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv, stopping: stopping}, nil
 }
@@ -251,17 +302,24 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 	httpSrv := &http.Server{
 		Handler: d.srv.routes(),
 		// Slow clients may not hold a connection open before sending their headers...
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: d.cfg.ReadHeaderTime,
 		// ...nor sit idle between requests for long. There is deliberately no WriteTimeout:
 		// streams last as long as their job; each stream write has its own deadline instead.
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		IdleTimeout:    d.cfg.IdleTimeout,
+		MaxHeaderBytes: d.cfg.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
-	d.log.Info("charond listening", "addr", ln.Addr().String(), "workers", d.cfg.Workers,
+	d.log.Info("charond listening", "addr", ln.Addr().String(), "tls", d.cfg.TLSCert != "", "auth", d.srv.token != "", "workers", d.cfg.Workers,
 		"playbook_dir", d.srv.limits.PlaybookDir, "data_dir", d.cfg.DataDir, "ansible_playbook", d.srv.ansibleVersion)
 
 	served := make(chan error, 1)
-	go func() { served <- httpSrv.Serve(ln) }()
+	go func() {
+		if d.cfg.TLSCert != "" {
+			served <- httpSrv.ServeTLS(ln, d.cfg.TLSCert, d.cfg.TLSKey)
+		} else {
+			served <- httpSrv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)

@@ -66,21 +66,22 @@ func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &config{
-		Addr:            "127.0.0.1:0",
-		Workers:         1,
-		AnsiblePlaybook: self,
-		PlaybookDir:     filepath.Join(dir, "playbooks"),
-		DataDir:         filepath.Join(dir, "data"),
-		DefaultTimeout:  time.Minute,
-		MaxTimeout:      time.Hour,
-		KillGrace:       2 * time.Second,
-		Heartbeat:       time.Second,
-		WriteTimeout:    2 * time.Second,
-		MaxBody:         1 << 20,
-		MaxLine:         64 << 10,
-		Retention:       24 * time.Hour,
-		MaxJobs:         10000,
+	// charond's defaults, from its own flags, with what a test needs changed.
+	cfg, err := parseFlags([]string{
+		"-addr", "127.0.0.1:0",
+		"-workers", "1",
+		"-ansible-playbook", self,
+		"-playbook-dir", filepath.Join(dir, "playbooks"),
+		"-data-dir", filepath.Join(dir, "data"),
+		"-default-timeout", "1m",
+		"-max-timeout", "1h",
+		"-kill-grace", "2s",
+		"-heartbeat", "1s",
+		"-stream-write-timeout", "2s",
+		"-retention", "24h",
+	}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := os.MkdirAll(cfg.PlaybookDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -380,7 +381,7 @@ func TestSignalShutdown(t *testing.T) {
 	self, _ := os.Executable()
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dir, "-playbook-dir", dir,
-		"-ansible-playbook", self, "-kill-grace", "1s", "-workers", "1")
+		"-ansible-playbook", self, "-kill-grace", "1s", "-workers", "1", "-env-allow", fakeRunnerEnv)
 	cmd.Env = append(os.Environ(), "CHARON_FAKE_RUNNER=1", "GORACE=atexit_sleep_ms=0")
 	url := startProcess(t, cmd)
 
@@ -422,6 +423,10 @@ func waitExit(t *testing.T, cmd *exec.Cmd, d time.Duration) {
 		t.Fatalf("charond did not exit within %v", d)
 	}
 }
+
+// fakeRunnerEnv lets the variables that make the test binary a fake ansible-playbook through
+// to the jobs of a charond process.
+const fakeRunnerEnv = "PATH,HOME,CHARON_FAKE_RUNNER,GORACE"
 
 // buildCharond builds the daemon from this package into a temporary directory.
 func buildCharond(t *testing.T) string {

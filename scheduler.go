@@ -25,6 +25,7 @@ type scheduler struct {
 
 	retention time.Duration // finished jobs older than this are pruned
 	maxJobs   int           // beyond this many jobs, the oldest finished ones are pruned
+	maxQueue  int           // submissions beyond this many queued jobs are refused
 
 	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
 
@@ -48,6 +49,7 @@ func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 		now:       time.Now,
 		retention: 30 * 24 * time.Hour,
 		maxJobs:   10000,
+		maxQueue:  1000,
 		jobs:      make(map[string]*Job),
 		queue:     newJobQueue(),
 	}
@@ -77,10 +79,15 @@ func (s *scheduler) start(n int) {
 // it was queued, before any worker could start it. The job is on disk before it is answered.
 func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	s.mu.Lock()
-	closed := s.closed
+	closed, queued := s.closed, s.queue.Len()
 	s.mu.Unlock()
 	if closed {
 		return nil, jobState{}, apiErrorf(errUnavailable, "charond is shutting down and accepts no new jobs")
+	}
+	// Checked before the job is saved, so concurrent submissions may pass it together and
+	// exceed the limit by a few; the limit is there to bound memory, not to count exactly.
+	if queued >= s.maxQueue {
+		return nil, jobState{}, apiErrorf(errTooMany, "the queue is full (%d jobs waiting, -max-queue): try again later", queued)
 	}
 	job, err := s.newJob(spec)
 	if err != nil {

@@ -302,7 +302,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	dir := t.TempDir()
 	start := func() (*exec.Cmd, *testDaemon) {
 		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dir, "-playbook-dir", dir,
-			"-ansible-playbook", self, "-workers", "1")
+			"-ansible-playbook", self, "-workers", "1", "-env-allow", fakeRunnerEnv)
 		cmd.Env = append(os.Environ(), "CHARON_FAKE_RUNNER=1", "GORACE=atexit_sleep_ms=0")
 		return cmd, &testDaemon{URL: startProcess(t, cmd)}
 	}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func withToken(token string) testOption { return func(d *daemon) { d.srv.token = token } }
+
+// request sends a request with optional headers and returns its status, headers and body.
+func request(t *testing.T, method, url string, headers map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	return resp.StatusCode, resp.Header, body.String()
+}
+
+func TestTokenGuardsEveryAPIRoute(t *testing.T) {
+	td := startTestDaemon(t, withToken("s3cret-token"))
+	// A finished job to ask about, submitted with the token.
+	job := td.sched
+	spec := &JobSpec{Name: "x", Playbook: "- hosts: all\n", Inventory: []string{"localhost"}, Variables: map[string]any{"fake": "lines", "count": 1}, Priority: 5, Timeout: time.Minute}
+	j, _, err := job.submit(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := j.ID
+	good := map[string]string{"Authorization": "Bearer s3cret-token"}
+	routes := []struct{ method, path string }{
+		{"GET", "/api/v1/jobs"}, {"POST", "/api/v1/jobs"}, {"GET", "/api/v1/info"},
+		{"GET", "/api/v1/jobs/" + id}, {"DELETE", "/api/v1/jobs/" + id}, {"GET", "/api/v1/jobs/" + id + "/logs"},
+		{"GET", "/api/v1/jobs/" + id + "/events"}, {"POST", "/api/v1/jobs/" + id + "/cancel"},
+		{"GET", "/api/v1/jobs/" + id + "/logs/stream"}, {"GET", "/api/v1/jobs/" + id + "/events/stream"},
+		{"GET", "/api/v1/nope"},
+	}
+	for _, rt := range routes {
+		for name, h := range map[string]map[string]string{
+			"no token":    nil,
+			"wrong token": {"Authorization": "Bearer s3cret-tokeN"},
+			"basic auth":  {"Authorization": "Basic czNjcmV0LXRva2Vu"},
+			"empty":       {"Authorization": "Bearer "},
+		} {
+			code, hdr, body := request(t, rt.method, td.URL+rt.path, h)
+			if code != 401 || hdr.Get("WWW-Authenticate") != `Bearer realm="charond"` || !strings.Contains(body, `"error"`) {
+				t.Errorf("%s %s with %s: %d %q %s, want 401 with WWW-Authenticate: Bearer", rt.method, rt.path, name, code, hdr.Get("WWW-Authenticate"), body)
+			}
+		}
+	}
+	td.waitStatus2(t, id, good)
+	for _, rt := range []string{"/api/v1/jobs", "/api/v1/jobs/" + id, "/api/v1/info"} {
+		if code, _, body := request(t, "GET", td.URL+rt, good); code != 200 {
+			t.Errorf("GET %s with the token: %d %s", rt, code, body)
+		}
+	}
+	if code, _, _ := request(t, "GET", td.URL+"/healthz", nil); code != 200 {
+		t.Errorf("/healthz without a token: %d, want 200", code)
+	}
+	// EventSource cannot send headers: the stream routes, and only they, take ?access_token=.
+	for _, path := range []string{"/logs/stream", "/events/stream"} {
+		if code, _, body := request(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=s3cret-token", nil); code != 200 || !strings.Contains(body, "event: completed") {
+			t.Errorf("%s with access_token: %d", path, code)
+		}
+		if code, _, _ := request(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=wrong", nil); code != 401 {
+			t.Errorf("%s with a wrong access_token: %d, want 401", path, code)
+		}
+	}
+	if code, _, _ := request(t, "GET", td.URL+"/api/v1/jobs/"+id+"?access_token=s3cret-token", nil); code != 401 {
+		t.Errorf("access_token on a non-stream route: %d, want 401", code)
+	}
+}
+
+// waitStatus2 waits for a job to end, asking with headers.
+func (td *testDaemon) waitStatus2(t *testing.T, id string, headers map[string]string) {
+	t.Helper()
+	waitFor(t, "job to end", func() bool {
+		_, _, body := request(t, "GET", td.URL+"/api/v1/jobs/"+id, headers)
+		return strings.Contains(body, `"status":"completed"`)
+	})
+}
+
+func TestRefusesNetworkAddressWithoutToken(t *testing.T) {
+	t.Setenv("CHARON_TOKEN", "")
+	t.Setenv("CHARON_TOKEN_FILE", "")
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0"} {
+		err := run([]string{"-addr", addr, "-data-dir", t.TempDir(), "-playbook-dir", t.TempDir()})
+		if err == nil || !strings.Contains(err.Error(), "without a token") || !strings.Contains(err.Error(), "-insecure-no-auth") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("run on %s without a token: %v, want one line refusing and naming the way out", addr, err)
+		}
+	}
+	for addr, want := range map[string]bool{"127.0.0.1:8080": true, "localhost:80": true, "[::1]:1": true, "127.9.9.9:1": true, "0.0.0.0:1": false, ":1": false, "host:1": false} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestLoadToken(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("  from-file\n"), 0o600)
+	if tok, err := loadToken("", file); err != nil || tok != "from-file" {
+		t.Errorf("token from file = %q, %v", tok, err)
+	}
+	if _, err := loadToken("a", file); err == nil {
+		t.Error("both -token and -token-file accepted")
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	if _, err := loadToken("", empty); err == nil {
+		t.Error("an empty token file accepted")
+	}
+}
+
+// TestTLS serves HTTPS with a certificate made for the test.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := makeCert(t, dir)
+	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
+		"-tls-cert", certFile, "-tls-key", keyFile, "-ansible-playbook", "/bin/true"}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(cfg, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- d.serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Errorf("HTTPS healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	if _, err := parseFlags([]string{"-tls-cert", certFile}, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
+		t.Error("-tls-cert without -tls-key accepted")
+	}
+}
+
+func makeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "charond test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestCORSNeverAllowsCredentials checks preflights pass without a token and that no answer
+// ever allows credentials, with '*' or with a listed origin.
+func TestCORSNeverAllowsCredentials(t *testing.T) {
+	for _, origins := range [][]string{{"*"}, {"http://app.test"}} {
+		td := startTestDaemon(t, withToken("tok"), func(d *daemon) { d.srv.corsOrigins = origins })
+		code, hdr, _ := request(t, "OPTIONS", td.URL+"/api/v1/jobs", map[string]string{
+			"Origin": "http://app.test", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+		if code != 204 || hdr.Get("Access-Control-Allow-Origin") == "" || !strings.Contains(hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Errorf("%v: preflight %d %v", origins, code, hdr)
+		}
+		_, hdr2, _ := request(t, "GET", td.URL+"/api/v1/jobs", map[string]string{"Origin": "http://app.test", "Authorization": "Bearer tok"})
+		for _, h := range []http.Header{hdr, hdr2} {
+			if h.Get("Access-Control-Allow-Credentials") != "" {
+				t.Errorf("%v: credentials allowed: %v", origins, h)
+			}
+		}
+	}
+}
+
+// TestJobEnvironmentIsAllowListed checks that charond's own secrets never reach a playbook.
+func TestJobEnvironmentIsAllowListed(t *testing.T) {
+	t.Setenv("CHARON_TOKEN", "token-that-must-not-leak")
+	t.Setenv("UNRELATED_SECRET", "nope")
+	t.Setenv("ANSIBLE_STRATEGY", "linear")
+	t.Setenv("LC_ALL", "C.UTF-8")
+	td := startTestDaemon(t)
+	id := td.submitFake(t, "env", 5, map[string]any{"fake": "envdump"})
+	td.waitStatus(t, id, StatusCompleted)
+	text, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+	names := map[string]bool{}
+	for _, name := range strings.Fields(string(text)) {
+		names[name] = true
+	}
+	for _, want := range []string{"PATH", "ANSIBLE_STRATEGY", "LC_ALL", "PYTHONUNBUFFERED", "CHARON_JOB_ID", "CHARON_EVENTS_FD"} {
+		if !names[want] {
+			t.Errorf("job environment lacks %s: %v", want, names)
+		}
+	}
+	for _, banned := range []string{"CHARON_TOKEN", "UNRELATED_SECRET"} {
+		if names[banned] {
+			t.Errorf("job environment holds %s", banned)
+		}
+	}
+}
+
+// TestHostileFieldsStayData submits a job whose every field looks like an option or shell
+// text: the command line must stay exactly -i INVENTORY -e @VARS PLAYBOOK, and the values
+// must reach the inventory and variables files as plain data.
+func TestHostileFieldsStayData(t *testing.T) {
+	td := startTestDaemon(t)
+	doc, _ := json.Marshal(map[string]any{
+		"name":      "--become; rm -rf / `id` $(id)",
+		"playbook":  "- hosts: all\n",
+		"inventory": []string{"host$(id)", "web;reboot", "a`b`"},
+		"variables": map[string]any{"fake": "report", "x": "--extra-vars=@/etc/shadow", "y": "$(reboot)"},
+	})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	td.waitStatus(t, id, StatusCompleted)
+	text, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+	var args []string
+	for _, l := range strings.Split(string(text), "\n") {
+		if a, ok := strings.CutPrefix(l, "args="); ok {
+			args = strings.Fields(a)
+		}
+	}
+	if len(args) != 5 || args[0] != "-i" || !strings.HasSuffix(args[1], "/inventory.json") || args[2] != "-e" ||
+		!strings.HasPrefix(args[3], "@") || !strings.HasSuffix(args[4], "/playbook.yml") {
+		t.Errorf("command line = %q, want -i INVENTORY -e @VARS PLAYBOOK", args)
+	}
+}
+
+// TestSecretsStayOutOfCharondLog runs a job whose secret variable appears in its failure: the
+// daemon's own log must never hold the value.
+func TestSecretsStayOutOfCharondLog(t *testing.T) {
+	var buf syncBuffer
+	td := startTestDaemon(t, func(d *daemon) {
+		l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		d.log, d.sched.log, d.srv.log, d.srv.stream.Log = l, l, l, l
+	})
+	doc, _ := json.Marshal(map[string]any{"name": "leaky", "playbook": "- hosts: all\n",
+		"variables": map[string]any{"fake": "exit", "code": 2, "api_token": "tok-LEAK-123"}})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	job := td.waitStatus(t, id, StatusFailed)
+	if job["variables"].(map[string]any)["api_token"] != "********" {
+		t.Errorf("variables = %v", job["variables"])
+	}
+	td.stop(t)
+	if strings.Contains(buf.String(), "tok-LEAK-123") {
+		t.Errorf("charond's log holds the secret:\n%s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "job ended") {
+		t.Errorf("the log buffer caught nothing: %q", buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestQueueAndStreamLimits(t *testing.T) {
+	td := startTestDaemon(t, func(d *daemon) { d.sched.maxQueue = 2; d.srv.maxStreams = 1 })
+	running := td.submitFake(t, "running", 5, map[string]any{"fake": "sleep", "seconds": 60})
+	waitLogLines(t, td, running, 1)
+	td.submitFake(t, "q1", 5, map[string]any{"fake": "lines"})
+	td.submitFake(t, "q2", 5, map[string]any{"fake": "lines"})
+	resp, err := http.Post(td.URL+"/api/v1/jobs", "application/json", strings.NewReader(`{"name":"q3","playbook":"- hosts: all\n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body.String(), "-max-queue") {
+		t.Errorf("submission beyond -max-queue: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body.String())
+	}
+	first, _ := openStream(t, td.URL+"/api/v1/jobs/"+running+"/logs/stream", nil)
+	if first.StatusCode != 200 {
+		t.Fatalf("first stream: %d", first.StatusCode)
+	}
+	code, hdr, msg := request(t, "GET", td.URL+"/api/v1/jobs/"+running+"/events/stream", nil)
+	if code != 503 || hdr.Get("Retry-After") == "" || !strings.Contains(msg, "-max-streams") {
+		t.Errorf("stream beyond -max-streams: %d %q %s", code, hdr.Get("Retry-After"), msg)
+	}
+}
