@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // eventLog is one stream of a job (its output lines, or its events): an append-only sequence
@@ -25,12 +26,13 @@ type eventLog struct {
 
 	writeMu sync.Mutex // serializes appends, so the file and the ids agree; held across the file write
 
-	mu      sync.Mutex // guards the fields below; never held across I/O
-	count   int        // events so far, which is also the last id
-	size    int64      // bytes of whole lines in the file
-	sparse  []int64    // sparse[k] is the file offset of event k*sparseEvery+1
-	window  []record   // the newest events: ids count-len(window)+1 .. count
-	end     *streamEnd // set once, when nothing more will be appended
+	mu      sync.Mutex    // guards the fields below; never held across I/O
+	count   int           // events so far, which is also the last id
+	size    int64         // bytes of whole lines in the file
+	sparse  []int64       // sparse[k] is the file offset of event k*sparseEvery+1
+	window  []record      // the newest events: ids count-len(window)+1 .. count
+	end     *streamEnd    // set once, when nothing more will be appended
+	changed chan struct{} // closed, and replaced, whenever events are appended or the log ends
 	subs    map[*subscriber]struct{}
 	failure error // the first write error; appends fail after it
 }
@@ -48,10 +50,12 @@ type streamEnd struct {
 	ExitCode *int
 }
 
-// subscriber is one client's place in a log. wake has room for one signal: an append that
-// finds it full knows the subscriber will look at the log anyway.
+// subscriber is one client streaming a log. It is tracked for counting; it is woken through
+// the log's changed channel, so an append costs the same whatever the number of subscribers.
+// (It must not be an empty struct: pointers to zero-size values may all be equal, and then
+// every subscriber would be the same map key.)
 type subscriber struct {
-	wake chan struct{}
+	joined time.Time // when the client connected
 }
 
 const (
@@ -75,7 +79,7 @@ func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	l = &eventLog{event: event, file: f, subs: make(map[*subscriber]struct{})}
+	l = &eventLog{event: event, file: f, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
 	if torn, err = l.index(); err != nil {
 		f.Close()
 		return nil, 0, fmt.Errorf("index %s: %w", path, err)
@@ -204,27 +208,30 @@ func (l *eventLog) release() error {
 	return l.file.Close()
 }
 
+// wakeLocked wakes every subscriber waiting for a change.
 func (l *eventLog) wakeLocked() {
-	for s := range l.subs {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
+	close(l.changed)
+	l.changed = make(chan struct{})
 }
 
-// read returns the events after id `after` (at most readBatch), and the stream's end once
-// the job has ended and nothing after `after` is left. Events still in the window are shared
-// frames; older ones are read back from the file.
-func (l *eventLog) read(after int) ([]record, *streamEnd, error) {
+// readResult is what a subscriber gets from one read.
+type readResult struct {
+	recs    []record        // the events after the one asked for, at most readBatch
+	end     *streamEnd      // set when the job has ended and nothing is left to read
+	changed <-chan struct{} // closed when there is more to read: wait on it when recs is empty
+}
+
+// read returns the events after id `after`. Events still in the window are shared frames;
+// older ones are read back from the file.
+func (l *eventLog) read(after int) (readResult, error) {
 	if after < 0 {
 		after = 0
 	}
 	l.mu.Lock()
 	if after >= l.count {
-		end := l.end
+		res := readResult{end: l.end, changed: l.changed}
 		l.mu.Unlock()
-		return nil, end, nil
+		return res, nil
 	}
 	if first := l.count - len(l.window) + 1; after+1 >= first {
 		recs := l.window[after+1-first:]
@@ -232,13 +239,13 @@ func (l *eventLog) read(after int) ([]record, *streamEnd, error) {
 			recs = recs[:readBatch]
 		}
 		l.mu.Unlock()
-		return recs, nil, nil
+		return readResult{recs: recs}, nil
 	}
 	k := after / sparseEvery
 	start, startID, size := l.sparse[k], k*sparseEvery+1, l.size
 	l.mu.Unlock()
 	recs, err := l.readFile(start, startID, size, after, readBatch)
-	return recs, nil, err
+	return readResult{recs: recs}, err
 }
 
 // readFile reads up to n events after id `after` from the file, starting from the known
@@ -278,7 +285,7 @@ func (l *eventLog) length() int {
 }
 
 func (l *eventLog) subscribe() *subscriber {
-	s := &subscriber{wake: make(chan struct{}, 1)}
+	s := &subscriber{joined: time.Now()}
 	l.mu.Lock()
 	l.subs[s] = struct{}{}
 	l.mu.Unlock()

@@ -78,17 +78,23 @@ type streamWriter struct {
 	timeout time.Duration
 }
 
-// send writes the frames and flushes them; an error means the client is gone.
-func (sw *streamWriter) send(frames ...[]byte) error {
+// sendRecords writes the records' shared frames and flushes them; an error means the client
+// is gone.
+func (sw *streamWriter) sendRecords(recs []record) error {
 	if err := sw.rc.SetWriteDeadline(time.Now().Add(sw.timeout)); err != nil {
 		return err
 	}
-	for _, f := range frames {
-		if _, err := sw.w.Write(f); err != nil {
+	for _, r := range recs {
+		if _, err := sw.w.Write(r.frame); err != nil {
 			return err
 		}
 	}
 	return sw.rc.Flush()
+}
+
+// send writes one frame, such as a notice or a ping, and flushes it.
+func (sw *streamWriter) send(frame []byte) error {
+	return sw.sendRecords([]record{{frame: frame}})
 }
 
 // serveStream streams one of a job's logs to a client until the job has ended and everything
@@ -102,11 +108,11 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 	}
 	sub := l.subscribe()
 	defer l.unsubscribe(sub)
-	recs, end, err := l.read(after)
+	first, err := l.read(after)
 	if err != nil {
 		return err
 	}
-	if resuming && end != nil && len(recs) == 0 {
+	if resuming && first.end != nil && len(first.recs) == 0 {
 		// A reconnect after the end: 204 tells EventSource to stop reconnecting.
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -125,7 +131,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 	if err := st.out.send(hello); err != nil {
 		return nil
 	}
-	if err := st.run(r.Context(), recs, end); err != nil && cfg.Log != nil {
+	if err := st.run(r.Context(), first); err != nil && cfg.Log != nil {
 		cfg.Log.Warn("stream ended early", "job", job.ID, "stream", what, "err", err)
 	}
 	return nil
@@ -144,24 +150,24 @@ type stream struct {
 // run sends the events it is given and all later ones, then `completed`. It returns when
 // that is sent, when the client is gone (ctx ends or a write fails), or when charond stops
 // while the job has not ended (the client will resume from the restarted charond).
-func (st *stream) run(ctx context.Context, recs []record, end *streamEnd) error {
+func (st *stream) run(ctx context.Context, res readResult) error {
 	heartbeat := time.NewTicker(st.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	stopping := false
 	for {
 		switch {
-		case len(recs) > 0:
-			if err := st.out.send(frames(recs)...); err != nil {
+		case len(res.recs) > 0:
+			if err := st.out.sendRecords(res.recs); err != nil {
 				return nil // the client is gone
 			}
-			st.after += len(recs)
-		case end != nil:
-			return st.complete(end)
+			st.after += len(res.recs)
+		case res.end != nil:
+			return st.complete(res.end)
 		case stopping:
 			return nil
 		default:
 			select {
-			case <-st.sub.wake:
+			case <-res.changed:
 			case <-heartbeat.C:
 				if err := st.out.send([]byte(": ping\n\n")); err != nil {
 					return nil
@@ -173,7 +179,7 @@ func (st *stream) run(ctx context.Context, recs []record, end *streamEnd) error 
 			}
 		}
 		var err error
-		if recs, end, err = st.log.read(st.after); err != nil {
+		if res, err = st.log.read(st.after); err != nil {
 			return err
 		}
 	}
@@ -186,14 +192,6 @@ func (st *stream) complete(end *streamEnd) error {
 	d := completedData{Message: msg, Line: msg, Timestamp: time.Now().UTC(), Status: end.Status, ExitCode: end.ExitCode}
 	st.out.send(noticeFrame("completed", st.log.length(), d, 0))
 	return nil
-}
-
-func frames(recs []record) [][]byte {
-	out := make([][]byte, len(recs))
-	for i, r := range recs {
-		out[i] = r.frame
-	}
-	return out
 }
 
 // noticeFrame encodes a `connected` or `completed` event; id < 0 leaves the id field out so

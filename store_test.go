@@ -408,7 +408,8 @@ func TestEventLogWindowStaysBounded(t *testing.T) {
 			t.Fatalf("window holds %d events after %d appends", n, i)
 		}
 	}
-	recs, _, err := l.read(0)
+	res, err := l.read(0)
+	recs := res.recs
 	if err != nil || len(recs) != readBatch || string(recs[0].data) != `"1"` || !strings.HasPrefix(string(recs[0].frame), "id: 1\n") {
 		t.Fatalf("first events read back from the file: %d, %v", len(recs), err)
 	}
@@ -418,8 +419,11 @@ func TestEventLogWindowStaysBounded(t *testing.T) {
 	if l.window != nil {
 		t.Errorf("an ended log keeps %d events in memory", len(l.window))
 	}
-	recs, end, _ := l.read(5*windowSize - 1)
-	if len(recs) != 1 || string(recs[0].data) != strconv.Quote(fmt.Sprint(5*windowSize)) || end != nil {
-		t.Errorf("last event after close = %q", recs)
+	res, _ = l.read(5*windowSize - 1)
+	if len(res.recs) != 1 || string(res.recs[0].data) != strconv.Quote(fmt.Sprint(5*windowSize)) || res.end != nil {
+		t.Errorf("last event after close = %q", res.recs)
+	}
+	if res, _ = l.read(5 * windowSize); res.end == nil || len(res.recs) != 0 {
+		t.Errorf("read past the end of an ended log = %+v, want its end", res)
 	}
 }

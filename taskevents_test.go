@@ -249,8 +249,8 @@ func TestPluginEventHandling(t *testing.T) {
 	re.sawPlay.Store(true)
 	re.warnIfMissing() // the plugin spoke: no warning
 	var msgs []string
-	recs, _, _ := events.read(0)
-	for _, rec := range recs {
+	res, _ := events.read(0)
+	for _, rec := range res.recs {
 		var d map[string]any
 		json.Unmarshal(rec.data, &d)
 		msgs = append(msgs, d["type"].(string)+": "+d["message"].(string))
