@@ -228,6 +228,7 @@ func TestJobEnvironmentIsAllowListed(t *testing.T) {
 	t.Setenv("UNRELATED_SECRET", "nope")
 	t.Setenv("ANSIBLE_STRATEGY", "linear")
 	t.Setenv("LC_ALL", "C.UTF-8")
+	t.Setenv("TMPDIR", os.TempDir())
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "env", 5, map[string]any{"fake": "envdump"})
 	td.waitStatus(t, id, StatusCompleted)
@@ -236,7 +237,7 @@ func TestJobEnvironmentIsAllowListed(t *testing.T) {
 	for _, name := range strings.Fields(string(text)) {
 		names[name] = true
 	}
-	for _, want := range []string{"PATH", "ANSIBLE_STRATEGY", "LC_ALL", "PYTHONUNBUFFERED", "CHARON_JOB_ID", "CHARON_EVENTS_FD"} {
+	for _, want := range []string{"PATH", "TMPDIR", "ANSIBLE_STRATEGY", "LC_ALL", "PYTHONUNBUFFERED", "CHARON_JOB_ID", "CHARON_EVENTS_FD"} {
 		if !names[want] {
 			t.Errorf("job environment lacks %s: %v", want, names)
 		}

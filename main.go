@@ -115,7 +115,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"TLS certificate file (PEM); with -tls-key, charond serves HTTPS. Env CHARON_TLS_CERT.")
 	fs.StringVar(&c.TLSKey, "tls-key", env("CHARON_TLS_KEY", ""),
 		"TLS private key file (PEM), with -tls-cert. Env CHARON_TLS_KEY.")
-	fs.StringVar(&c.EnvAllow, "env-allow", env("CHARON_ENV_ALLOW", "PATH,HOME,LANG,LC_*,USER,ANSIBLE_*,SSH_AUTH_SOCK"),
+	fs.StringVar(&c.EnvAllow, "env-allow", env("CHARON_ENV_ALLOW", "PATH,HOME,LANG,LC_*,USER,TMPDIR,ANSIBLE_*,SSH_AUTH_SOCK"),
 		"Comma-separated names of charond's environment variables that jobs inherit; a trailing * matches a prefix. "+
 			"The rest, CHARON_TOKEN included, never reaches a playbook. Env CHARON_ENV_ALLOW.")
 	fs.IntVar(&c.MaxQueue, "max-queue", 1000,

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -60,8 +61,8 @@ func needAnsible(t *testing.T) {
 }
 
 // startCharond builds charond (once) and runs it on a free port for the test, with its data in
-// a temporary directory, the repository root as its playbook directory and TMPDIR set to tmp.
-// It returns charond's URL.
+// a temporary directory, the repository root as its playbook directory and TMPDIR set to tmp,
+// for charond and its jobs. It returns charond's URL.
 func startCharond(t *testing.T, tmp string) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -88,7 +89,10 @@ func startCharond(t *testing.T, tmp string) string {
 	addr := l.Addr().String()
 	l.Close()
 	logs := &lockedBuffer{}
-	cmd := exec.Command(charondPath, "-addr", addr, "-data-dir", t.TempDir(), "-playbook-dir", repoRoot)
+	// Jobs inherit only the environment charond allows them; the tests' jobs need TMPDIR too, so
+	// that what they write stays in the test's directory.
+	cmd := exec.Command(charondPath, "-addr", addr, "-data-dir", t.TempDir(), "-playbook-dir", repoRoot,
+		"-env-allow", "PATH,HOME,LANG,LC_*,USER,ANSIBLE_*,TMPDIR")
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -238,7 +242,48 @@ func TestRealSimpleJob(t *testing.T) {
 			MatchString(out.buf.String()) {
 			t.Error("output lacks queued, running, completed and the stream's end, in that order")
 		}
+		// Between running and completed: the play, each task with localhost's result under
+		// it, and the recap.
+		var want strings.Builder
+		want.WriteString(`(?s)🏃 running .*\] ▶ PLAY \[Simple Demo Playbook\]\n`)
+		for _, task := range []string{"Show welcome message", "Simulate some work", "Wait a moment", "Show completion message"} {
+			want.WriteString(`\S+   TASK \[` + regexp.QuoteMeta(task) + `\]\n\S+     ✅ localhost \(\d+\.\d\ds\)\n`)
+		}
+		want.WriteString(`\S+ 📊 PLAY RECAP\n {13}localhost  ok=4 changed=0 unreachable=0 failed=0 skipped=0 rescued=0 ignored=0\n` +
+			`\S+ ✅ completed `)
+		if !regexp.MustCompile(want.String()).MatchString(out.buf.String()) {
+			t.Errorf("output lacks the play, its four tasks each ok on localhost, and the recap, in order (%s)", want.String())
+		}
 	})
+}
+
+// TestRealEventsAsTheyHappen follows the events of simple_job.yaml while it runs: each task
+// shows as it starts and localhost's result as it lands, so the 3 s pause shows between the
+// heading of its task and its result.
+func TestRealEventsAsTheyHappen(t *testing.T) {
+	needAnsible(t)
+	url := startCharond(t, t.TempDir())
+	body, _, err := loadJobFile("simple_job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newClient(url, "", "streaming_demo", &printer{out: io.Discard, err: io.Discard}).postJob(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, _ := runClient(t, url, "events", j.ID)
+
+	if code != exitCompleted {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	started, landed := out.arrival(t, "TASK [Wait a moment]"), out.arrival(t, "📊 PLAY RECAP")
+	if gap := landed.Sub(started); gap < 2500*time.Millisecond {
+		t.Errorf("the pause's task heading came %v before the recap, want about 3 s: events are not shown as they happen", gap)
+	}
+	if strings.Count(out.buf.String(), "✅ localhost (") != 4 {
+		t.Error("want four results for localhost")
+	}
 }
 
 // TestRealLongJob runs long_job.yaml with its variables cut down (still strings, as shipped) so

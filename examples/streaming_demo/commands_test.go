@@ -162,7 +162,7 @@ func (f *fakeCharond) stream(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, format, args...)
 		flusher.Flush()
 	}
-	send(": hello\nretry: 10\n\nevent: connected\ndata: {\"message\":\"Connected to the stream for job job-1\"}\n\n")
+	send(": hello\nretry: 10\n\nevent: connected\ndata: {\"message\":\"Connected to the stream for job job-1\",\"timestamp\":\"2023-12-07T15:30:39Z\"}\n\n")
 	for i := after; ; i++ {
 		if first && f.spoil != "" && i == f.spoilAt {
 			switch f.spoil {
@@ -174,8 +174,10 @@ func (f *fakeCharond) stream(w http.ResponseWriter, r *http.Request) {
 				<-r.Context().Done()
 				return
 			case "quiet":
-				for range 8 {
-					time.Sleep(50 * time.Millisecond)
+				// Quiet for twice the client's idle timeout, with pings far more often than
+				// it, so that only the pings can keep the stream open even on a loaded machine.
+				for range 25 {
+					time.Sleep(40 * time.Millisecond)
 					send(": ping\n\n")
 				}
 			}
@@ -189,8 +191,8 @@ func (f *fakeCharond) stream(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	send("id: %d\nevent: completed\ndata: {\"message\":\"Stream completed\",\"status\":%q,\"exit_code\":%d}\n\n",
-		len(items), f.final, f.exitCode)
+	send("id: %d\nevent: completed\ndata: {\"message\":\"Stream completed\",\"status\":%q,\"exit_code\":%d,"+
+		"\"timestamp\":\"2023-12-07T15:31:00Z\"}\n\n", len(items), f.final, f.exitCode)
 }
 
 func logData(line string) string {
@@ -217,7 +219,7 @@ func testClient(srv *httptest.Server) (*client, *bytes.Buffer, *bytes.Buffer) {
 	var out, errOut bytes.Buffer
 	c := newClient(srv.URL, "", "streaming_demo", &printer{out: &out, err: &errOut})
 	c.retryBase, c.retryMax = time.Millisecond, 10*time.Millisecond
-	c.idleTimeout = 200 * time.Millisecond
+	c.idleTimeout = 500 * time.Millisecond // the "quiet" spoil depends on it
 	c.pollInterval = time.Millisecond
 	return c, &out, &errOut
 }
@@ -362,7 +364,8 @@ func TestEvents(t *testing.T) {
 	for _, want := range []string{
 		"⏳ queued     Job queued\n",
 		"🏃 running    Job started\n",
-		"📌 runner_on_ok: ok: [localhost]\n",
+		"  TASK [ping]\n",
+		"    ✅ localhost\n",
 		"❌ failed     Job failed with exit code 2\n",
 		"❌ Failed {\"message\": \"Stream completed\"} (exit code 2)\n",
 		"📋 Event stream ended\n",

@@ -1,5 +1,6 @@
 // Command streaming_demo is a client for charond: it submits Ansible jobs and follows their logs
-// and status events as charond streams them over Server-Sent Events.
+// and events (status changes, tasks and host results) as charond streams them over Server-Sent
+// Events.
 //
 // Build it with `go build -o streaming_demo main.go`; everything but the tests lives in this
 // file so that command works. Run it with -h for the commands.
@@ -8,6 +9,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,7 +35,9 @@ const usage = `Usage: streaming_demo <command> [argument]
 Commands:
   submit FILE   Submit the job in the YAML file FILE, then stream its logs to the end.
   stream ID     Stream the logs of job ID, from its first line to its end.
-  events ID     Stream the status changes and other events of job ID.
+  events ID     Stream the events of job ID: its status changes, each play and task as it
+                starts, each host's result as it lands (✅ ok, 🔄 changed, ❌ failed,
+                ⏭ skipped, 🔌 unreachable; loop items under their task), and the recap.
   demo          Submit a built-in long-running job and stream it, with a running commentary.
   help          Show this help (also -h).
 
@@ -157,6 +162,7 @@ type job struct {
 	Name          string     `json:"name"`
 	Status        string     `json:"status"`
 	ExitCode      *int       `json:"exit_code"`
+	Message       string     `json:"message"`
 	QueuePosition int        `json:"queue_position"`
 	StartedAt     *time.Time `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
@@ -361,7 +367,11 @@ func (c *client) watch(ctx context.Context, what, id string) (string, error) {
 		}
 		status = j.Status
 		if !ended {
-			d := eventData{Message: "Job already ended", Status: j.Status, ExitCode: j.ExitCode}
+			msg := "Job already ended"
+			if j.Message != "" {
+				msg += ": " + j.Message
+			}
+			d := eventData{Message: msg, Status: j.Status, ExitCode: j.ExitCode}
 			if j.FinishedAt != nil {
 				d.Timestamp = j.FinishedAt.Format(time.RFC3339Nano)
 			}
@@ -709,12 +719,40 @@ type eventData struct {
 	Type      string `json:"type"`
 	Status    string `json:"status"`
 	ExitCode  *int   `json:"exit_code"`
+
+	// The fields of the job events that follow the playbook (see printer.jobEvent).
+	Playbook     string               `json:"playbook"`
+	Play         string               `json:"play"`
+	Task         string               `json:"task"`
+	Handler      bool                 `json:"handler"`
+	Host         string               `json:"host"`
+	Changed      bool                 `json:"changed"`
+	Duration     json.RawMessage      `json:"duration"` // seconds; raw, so that a non-number shows no time, not 0
+	Msg          string               `json:"msg"`      // a failed module's own message
+	Item         string               `json:"item"`     // a loop item's label
+	IgnoreErrors bool                 `json:"ignore_errors"`
+	NoLog        bool                 `json:"no_log"`
+	Hosts        map[string]hostStats `json:"hosts"`
 }
 
-// decodeData reads an event's data; data that is not a JSON object is taken as a log line.
+// hostStats is one host's line of the play recap.
+type hostStats struct {
+	OK          int `json:"ok"`
+	Changed     int `json:"changed"`
+	Unreachable int `json:"unreachable"`
+	Failed      int `json:"failed"`
+	Skipped     int `json:"skipped"`
+	Rescued     int `json:"rescued"`
+	Ignored     int `json:"ignored"`
+}
+
+// decodeData reads an event's data; data that is not a JSON object is taken as a log line. A
+// field of an unexpected type is left empty rather than losing the rest of the event.
 func decodeData(data string) eventData {
 	var d eventData
-	if json.Unmarshal([]byte(data), &d) != nil {
+	err := json.Unmarshal([]byte(data), &d)
+	var typeErr *json.UnmarshalTypeError
+	if err != nil && !(errors.As(err, &typeErr) && typeErr.Field != "") {
 		d = eventData{Line: data, Message: data}
 	}
 	return d
@@ -777,11 +815,22 @@ func statusStyle(status string) (icon, label, color string) {
 	return "❔", status, ""
 }
 
-// printer writes the client's output: the stream to out, errors and notices to err.
+// printer writes the client's output: the stream to out, errors and notices to err. One
+// goroutine at a time uses it, in the order events arrive.
 type printer struct {
 	out, err io.Writer
 	color    bool
+	loc      *time.Location // where stream times are shown; nil for the local time zone
+
+	// What jobEvent remembers of the playbook so far, so that a host's result that does not
+	// belong to the task heading above it gets its task's heading again (as with the free
+	// strategy, where hosts run different tasks at once).
+	task  taskKey          // the task whose heading was written last; zero after a play or recap
+	tasks map[taskKey]bool // the tasks started so far; true for handlers
 }
+
+// taskKey names a task within its play.
+type taskKey struct{ play, task string }
 
 func (p *printer) paint(color, s string) string {
 	if !p.color || color == "" {
@@ -801,7 +850,20 @@ func (p *printer) fail(format string, args ...any) {
 
 // stamped writes one stream line behind its [HH:MM:SS] time.
 func (p *printer) stamped(t time.Time, color, text string) {
-	p.say("%s %s", p.paint(ansiDim, t.Local().Format("[15:04:05]")), p.paint(color, text))
+	loc := p.loc
+	if loc == nil {
+		loc = time.Local
+	}
+	p.say("%s %s", p.paint(ansiDim, t.In(loc).Format("[15:04:05]")), p.paint(color, text))
+}
+
+// stampPad lines a line that continues a stamped one up with the text after the stamp.
+const stampPad = "           " // as wide as "[15:04:05] "
+
+// continued writes a line that belongs to the stamped line above it, indented by indent within
+// the text after the stamp.
+func (p *printer) continued(color, indent, text string) {
+	p.say("%s%s%s", stampPad, indent, p.paint(color, text))
 }
 
 func (p *printer) submitted(title string, j job) {
@@ -812,21 +874,213 @@ func (p *printer) submitted(title string, j job) {
 	p.say("")
 }
 
-// event writes an event from the middle of a stream: a log line, a job's status change coloured
-// by status, or any other job event or event type as its type and message.
+// event writes an event from the middle of a stream: a log line, a job event, or any other
+// event type as its type and message.
 func (p *printer) event(typ string, d eventData) {
 	switch {
 	case typ == "log" && d.Stream == "stderr":
 		p.stamped(d.when(), ansiYellow, "📝 ERR: "+d.Line)
 	case typ == "log":
 		p.stamped(d.when(), "", "📝 LOG: "+d.Line)
-	case typ == "job_event" && d.Type == "status_changed":
-		icon, _, color := statusStyle(d.Status)
-		p.stamped(d.when(), color, fmt.Sprintf("%s %-10s %s", icon, d.Status, d.Message))
 	case typ == "job_event":
-		p.stamped(d.when(), "", fmt.Sprintf("📌 %s: %s", d.Type, d.Message))
+		p.jobEvent(d)
 	default:
-		p.stamped(d.when(), "", fmt.Sprintf("📌 %s: %s", typ, d.Message))
+		p.generic(typ, d)
+	}
+}
+
+// generic writes an event the client has no layout for: its type and message.
+func (p *printer) generic(typ string, d eventData) {
+	p.stamped(d.when(), "", fmt.Sprintf("📌 %s: %s", typ, d.Message))
+}
+
+// Indents that nest a playbook's events under one another.
+const (
+	taskIndent   = "  "     // a task's heading, under its play
+	resultIndent = "    "   // a host's result, under its task
+	itemIndent   = "      " // a host's result for one loop item, above the host's result for the task
+)
+
+// jobEvent writes one of a job's events. A status change is one line, coloured by status. The
+// events that follow the playbook nest: each play and task is a heading, each host's result a
+// line under its task marked by outcome (loop items a step further in), and the recap closes
+// it with a line per host. Any other type, and a result that names no host, is written as its
+// type and message.
+func (p *printer) jobEvent(d eventData) {
+	t := d.when()
+	switch d.Type {
+	case "status_changed":
+		icon, _, color := statusStyle(d.Status)
+		p.stamped(t, color, fmt.Sprintf("%s %-10s %s", icon, d.Status, d.Message))
+	case "playbook_on_start":
+		text := d.Message
+		if text == "" {
+			text = "Playbook " + d.Playbook + " started"
+		}
+		p.stamped(t, "", "📖 "+text)
+	case "playbook_on_play_start":
+		p.task = taskKey{}
+		text := "PLAY [" + d.Play + "]"
+		if d.Play == "" && d.Message != "" {
+			text = d.Message
+		}
+		p.stamped(t, ansiBold, "▶ "+text)
+	case "playbook_on_task_start":
+		key := taskKey{d.Play, d.Task}
+		if p.tasks == nil {
+			p.tasks = map[taskKey]bool{}
+		}
+		p.tasks[key] = d.Handler
+		p.taskHeading(t, key, "")
+	case "playbook_on_stats":
+		p.recap(t, d.Hosts)
+	case "warning":
+		p.stamped(t, ansiYellow, "⚠️  "+d.Message)
+	default:
+		if !p.result(t, d) {
+			p.generic(cmp.Or(d.Type, "job_event"), d)
+		}
+	}
+}
+
+// taskHeading writes the heading of task key, with a note after it when not empty.
+func (p *printer) taskHeading(t time.Time, key taskKey, note string) {
+	p.task = key
+	text := "TASK [" + key.task + "]"
+	if p.tasks[key] {
+		text = "HANDLER [" + key.task + "]"
+	}
+	if note != "" {
+		text += " " + note
+	}
+	p.stamped(t, ansiBold, taskIndent+text)
+}
+
+// result writes a host's result for a task or loop item, if d is one; it tells whether it was.
+// The result goes under its task's heading, which is written again if another came between.
+func (p *printer) result(t time.Time, d eventData) bool {
+	outcome, isItem := strings.CutPrefix(d.Type, "runner_item_on_")
+	if !isItem {
+		var ok bool
+		if outcome, ok = strings.CutPrefix(d.Type, "runner_on_"); !ok {
+			return false
+		}
+	}
+	mark, color := resultMark(outcome, d.Changed)
+	if mark == "" || d.Host == "" {
+		return false
+	}
+	if key := (taskKey{d.Play, d.Task}); key != p.task {
+		note := "" // a task whose start was missed gets a plain heading
+		if _, started := p.tasks[key]; started {
+			note = "(continued)"
+		}
+		p.taskHeading(t, key, note)
+	}
+	indent := resultIndent
+	if isItem {
+		indent = itemIndent
+	}
+	lines := resultLines(d, mark, outcome, isItem)
+	p.stamped(t, color, indent+lines[0])
+	for _, line := range lines[1:] {
+		p.continued(color, indent+"   ", line) // under the host, past the mark
+	}
+	return true
+}
+
+// resultLines is the text of a host's result: mark, host, the loop item, notes in brackets (an
+// ignored failure; how long the task took on the host), and for a failure the module's message,
+// whose further lines are returned after the first. A task with no_log shows neither message
+// nor item, even if charond were to send them.
+func resultLines(d eventData, mark, outcome string, isItem bool) []string {
+	text := mark + " " + d.Host
+	if isItem {
+		switch {
+		case d.NoLog:
+			text += " item=(hidden by no_log)"
+		case d.Item != "":
+			text += " item=" + d.Item
+		}
+	}
+	var notes []string
+	if d.IgnoreErrors {
+		notes = append(notes, "ignored")
+	}
+	// An item's duration counts from the start of its task, not of the item, so only the task's
+	// own result shows one: the time the whole loop took on the host.
+	if secs, err := strconv.ParseFloat(string(d.Duration), 64); err == nil && secs >= 0 && !isItem {
+		notes = append(notes, formatSeconds(secs))
+	}
+	if len(notes) > 0 {
+		text += " (" + strings.Join(notes, ", ") + ")"
+	}
+	if outcome != "failed" && outcome != "unreachable" {
+		return []string{text}
+	}
+	msg := strings.TrimSpace(strings.ReplaceAll(d.Msg, "\r\n", "\n"))
+	if d.NoLog {
+		msg = "(output hidden by no_log)"
+	}
+	if msg == "" {
+		return []string{text}
+	}
+	lines := strings.Split(msg, "\n")
+	lines[0] = text + ": " + lines[0]
+	return lines
+}
+
+// resultMark is how a host's result is marked and coloured, by the outcome in its event type
+// (runner_on_OUTCOME, runner_item_on_OUTCOME); "" for an outcome without a mark.
+func resultMark(outcome string, changed bool) (mark, color string) {
+	switch outcome {
+	case "ok":
+		if changed {
+			return "🔄", ansiYellow
+		}
+		return "✅", ansiGreen
+	case "failed":
+		return "❌", ansiRed
+	case "skipped":
+		return "⏭", ansiCyan
+	case "unreachable":
+		return "🔌", ansiRed
+	}
+	return "", ""
+}
+
+// formatSeconds writes a task's duration: to the hundredth of a second under a minute, to the
+// second above.
+func formatSeconds(s float64) string {
+	if s < 60 {
+		return strconv.FormatFloat(s, 'f', 2, 64) + "s"
+	}
+	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+}
+
+// recap writes the play recap: a heading, then one line per host in name order, coloured as
+// Ansible colours it (red for a failed or unreachable host, yellow for a changed one).
+func (p *printer) recap(t time.Time, hosts map[string]hostStats) {
+	p.task = taskKey{}
+	p.stamped(t, ansiBold, "📊 PLAY RECAP")
+	names := make([]string, 0, len(hosts))
+	width := 0
+	for name := range hosts {
+		names = append(names, name)
+		width = max(width, len([]rune(name)))
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		s := hosts[name]
+		color := ansiGreen
+		switch {
+		case s.Failed > 0 || s.Unreachable > 0:
+			color = ansiRed
+		case s.Changed > 0:
+			color = ansiYellow
+		}
+		p.continued(color, "  ", fmt.Sprintf("%-*s  ok=%d changed=%d unreachable=%d failed=%d skipped=%d"+
+			" rescued=%d ignored=%d", width, name, s.OK, s.Changed, s.Unreachable, s.Failed, s.Skipped, s.Rescued, s.Ignored))
 	}
 }
 
