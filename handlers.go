@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,7 +55,28 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.cors(s.requireToken(mux))
+	return s.cors(s.requireToken(canonicalPaths(mux)))
+}
+
+// canonicalPaths answers a path with `..`, `.` or doubled slashes with a JSON 404, where the
+// mux would redirect with an HTML page: no API path needs cleaning, and a redirect would only
+// move a request somewhere its sender did not name.
+func canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if p != clean || !strings.HasPrefix(p, "/") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			body, _ := json.Marshal(map[string]string{"error": "no such endpoint: " + r.Method + " " + p + " (paths must not contain . or .. segments or doubled slashes)"})
+			w.Write(append(body, '\n'))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *server) handle(mux *http.ServeMux, path string, byMethod map[string]http.HandlerFunc) {

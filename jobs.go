@@ -438,6 +438,9 @@ func checkHost(field, host string) error {
 		return invalidf("%s: host name %q must not start with '-'", field, host)
 	case strings.ContainsAny(host, ","):
 		return invalidf("%s: host name %q must not contain a comma; give each host as its own list entry", field, host)
+	case strings.ContainsAny(host, "[]"):
+		// Ansible reads web[1:5] as the range web1..web5: one entry could become millions.
+		return invalidf("%s: host name %q must not contain [ or ]: Ansible would expand it as a range of hosts", field, host)
 	case strings.IndexFunc(host, isSpaceOrControl) >= 0:
 		return invalidf("%s: host name %q must not contain white space or control characters", field, host)
 	}
@@ -521,14 +524,25 @@ func parsePriority(node *yaml.Node) (int, error) {
 	if p, ok := priorityWords[strings.ToLower(node.Value)]; ok && node.Tag == "!!str" {
 		return p, nil
 	}
-	p, err := strconv.Atoi(node.Value)
-	if err != nil || node.Tag != "!!int" {
+	p, err := intValue(node)
+	if err != nil {
 		return 0, invalidf("priority: %q is not a number from %d to %d nor one of low, normal, high, critical", node.Value, minPriority, maxPriority)
 	}
 	if p < minPriority || p > maxPriority {
 		return 0, invalidf("priority: %d is out of range; use %d (low) to %d (critical)", p, minPriority, maxPriority)
 	}
-	return p, nil
+	return int(p), nil
+}
+
+// intValue reads an integer scalar as YAML spells integers (0o17, 0x1f, 1_000 and the like),
+// so that every field reads a number the same way.
+func intValue(node *yaml.Node) (int64, error) {
+	if node.Tag != "!!int" {
+		return 0, fmt.Errorf("not an integer")
+	}
+	var n int64
+	err := node.Decode(&n)
+	return n, err
 }
 
 // parseTimeout reads whole seconds or a Go duration string; 0 means the default timeout.
@@ -555,7 +569,7 @@ func parseTimeout(node *yaml.Node, lim specLimits) (time.Duration, error) {
 // clamped rather than wrapped, so they fail the maximum check instead of turning negative.
 func timeoutValue(node *yaml.Node) (time.Duration, error) {
 	if node.Tag == "!!int" {
-		secs, err := strconv.ParseInt(node.Value, 0, 64)
+		secs, err := intValue(node)
 		if err != nil {
 			return 0, invalidf("timeout: %s is out of range", node.Value)
 		}

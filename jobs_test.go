@@ -352,6 +352,7 @@ func TestParseJobSpecInvalid(t *testing.T) {
 		{name: "inventory host with unicode space", body: doc("inventory: [ok, \"web\u20031\"]\n"), want: []string{"inventory[1]:"}},
 		{name: "inventory host with comma", body: doc("inventory: [ok, \"a,b\"]\n"), want: []string{"inventory[1]:", "comma"}},
 		{name: "inventory host with leading dash", body: doc("inventory: [ok, \"-i\"]\n"), want: []string{"inventory[1]:", "'-'"}},
+		{name: "inventory host range pattern", body: doc("inventory: [ok, \"h[0:99999999]\"]\n"), want: []string{"inventory[1]:", "range"}},
 		{name: "inventory host with NUL", body: doc("inventory: [ok, \"a\\0b\"]\n"), want: []string{"inventory[1]:", "NUL"}},
 		{name: "inventory host empty", body: doc("inventory: [ok, \"\"]\n"), want: []string{"inventory[1]:", "empty"}},
 		{name: "inventory host a list", body: doc("inventory: [ok, [a]]\n"), want: []string{"inventory[1]:", "string"}},
