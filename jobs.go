@@ -117,6 +117,10 @@ func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
 	if !utf8.Valid(body) {
 		return nil, invalidf("request body is not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(body))
 	}
+	if isJSON && hasLoneSurrogate(body) {
+		// encoding/json would quietly turn it into U+FFFD; YAML refuses it, and so do we.
+		return nil, invalidf("request body is not valid UTF-8: it escapes half of a UTF-16 surrogate pair (\\uD800-\\uDFFF alone)")
+	}
 	if isJSON {
 		return jsonToNode(body)
 	}
@@ -135,6 +139,42 @@ func decodeDocument(body []byte, isJSON bool) (*yaml.Node, error) {
 		return nil, invalidf("job document is empty")
 	}
 	return doc.Content[0], nil
+}
+
+// hasLoneSurrogate reports whether JSON text holds a \uD800-\uDFFF escape that is not half of
+// a high-low pair. Backslashes appear in valid JSON only inside strings, as escapes, so
+// walking the escapes is enough.
+func hasLoneSurrogate(body []byte) bool {
+	hex4 := func(at int) (uint64, bool) {
+		if at+4 > len(body) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(body[at:at+4]), 16, 32)
+		return v, err == nil
+	}
+	for i := 0; i+1 < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if body[i+1] != 'u' {
+			i++ // skip the escaped character, which may be a backslash
+			continue
+		}
+		v, ok := hex4(i + 2)
+		switch {
+		case !ok || v < 0xD800 || v > 0xDFFF:
+		case v <= 0xDBFF && i+7 < len(body) && body[i+6] == '\\' && body[i+7] == 'u':
+			lo, ok := hex4(i + 8)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 6 // the pair's second half
+		default:
+			return true
+		}
+		i += 5
+	}
+	return false
 }
 
 // firstInvalidUTF8 returns the offset of the first byte that is not valid UTF-8.
@@ -206,7 +246,8 @@ func (p *jsonParser) value(depth int) (*yaml.Node, error) {
 	case string:
 		return scalar("!!str", t), nil
 	case json.Number:
-		if strings.ContainsAny(string(t), ".eE") {
+		// An integer too large for 64 bits is still a number, as YAML reads it.
+		if _, err := t.Int64(); err != nil {
 			return scalar("!!float", string(t)), nil
 		}
 		return scalar("!!int", string(t)), nil
@@ -273,11 +314,17 @@ func quoteField(name string) string {
 	return strconv.Quote(name)
 }
 
-// setField validates one field's node and stores its value in the spec.
-func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
-	if node.Kind == yaml.AliasNode {
+// unalias follows a YAML alias (*name) to the node it names.
+func unalias(node *yaml.Node) *yaml.Node {
+	for node.Kind == yaml.AliasNode && node.Alias != nil {
 		node = node.Alias
 	}
+	return node
+}
+
+// setField validates one field's node and stores its value in the spec.
+func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
+	node = unalias(node)
 	var err error
 	switch name {
 	case "name":
@@ -338,14 +385,22 @@ func (s *JobSpec) setPlaybook(node *yaml.Node, playbookDir string) error {
 // checkEmbeddedPlaybook makes sure the text parses as a YAML list of plays, so a broken
 // playbook is refused at submission rather than failing later in the queue.
 func checkEmbeddedPlaybook(text string) error {
+	dec := yaml.NewDecoder(strings.NewReader(text))
 	var plays yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &plays); err != nil {
+	if err := dec.Decode(&plays); err == io.EOF {
+		return invalidf("playbook: embedded playbook is empty")
+	} else if err != nil {
 		return invalidf("playbook: embedded playbook is not valid YAML: %v", err)
+	}
+	// Ansible reads one document: a second one fails the job, so refuse it now.
+	var more yaml.Node
+	if err := dec.Decode(&more); err != io.EOF {
+		return invalidf("playbook: embedded playbook holds more than one YAML document; a playbook is one list of plays")
 	}
 	if plays.Kind != yaml.DocumentNode || len(plays.Content) == 0 {
 		return invalidf("playbook: embedded playbook is empty")
 	}
-	list := plays.Content[0]
+	list := unalias(plays.Content[0])
 	if list.Kind != yaml.SequenceNode {
 		return invalidf("playbook: embedded playbook must be a YAML list of plays, not a %s (line %d)", nodeKindName(list), list.Line)
 	}
@@ -353,7 +408,7 @@ func checkEmbeddedPlaybook(text string) error {
 		return invalidf("playbook: embedded playbook holds no plays")
 	}
 	for i, play := range list.Content {
-		if play.Kind != yaml.MappingNode {
+		if play = unalias(play); play.Kind != yaml.MappingNode {
 			return invalidf("playbook: play %d must be a mapping (hosts, tasks, ...), not a %s (line %d)", i+1, nodeKindName(play), play.Line)
 		}
 	}
@@ -415,7 +470,7 @@ func parseInventory(node *yaml.Node) ([]string, error) {
 	seen := map[string]bool{}
 	for i, item := range node.Content {
 		field := fmt.Sprintf("inventory[%d]", i)
-		host, err := stringField(field, item, 253)
+		host, err := stringField(field, unalias(item), 253)
 		if err != nil {
 			return nil, err
 		}
@@ -604,8 +659,10 @@ func nodeKindName(n *yaml.Node) string {
 			return "number"
 		case "!!bool":
 			return "boolean"
+		case "!!str":
+			return "string"
 		}
-		return "string"
+		return "value tagged " + n.Tag
 	case yaml.AliasNode:
 		return "alias"
 	}

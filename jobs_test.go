@@ -475,3 +475,25 @@ func TestParseJobSpecAliasBomb(t *testing.T) {
 		t.Errorf("allocated %d MB, want under %d MB", got>>20, max>>20)
 	}
 }
+
+func TestHasLoneSurrogate(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{`{"a":"plain"}`, false},
+		{`{"a":"\ud83d\ude80"}`, false}, // a pair: 🚀
+		{`{"a":"\ud800"}`, true},        // a high half alone
+		{`{"a":"\udc00x"}`, true},       // a low half alone
+		{`{"a":"\ud800\u0041"}`, true},  // a high half followed by something else
+		{`{"a":"\\ud800"}`, false},      // an escaped backslash, then text
+		{`{"a":"\\\ud800"}`, true},      // an escaped backslash, then a lone half
+		{`{"a":"\u00e9\n\"\/"}`, false}, // other escapes
+		{`{"a":"\ud83d\ude80\ud800"}`, true},
+	}
+	for _, tt := range tests {
+		if got := hasLoneSurrogate([]byte(tt.in)); got != tt.want {
+			t.Errorf("hasLoneSurrogate(%s) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -99,6 +99,7 @@ func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon
 	for _, o := range opts {
 		o(d)
 	}
+	d.srv.workers = d.cfg.Workers
 	d.sched.start(cfg.Workers)
 	ts := httptest.NewServer(d.srv.routes())
 	td := &testDaemon{daemon: d, URL: ts.URL, http: ts, dir: dir}
