@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,4 +91,39 @@ func BenchmarkSubmitToStart(b *testing.B) {
 		job.mu.Unlock()
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/start")
+}
+
+// BenchmarkSubmit measures jobs accepted per second over HTTP, 64 submissions in flight, with
+// the store on and the worker held so that every job stays queued.
+func BenchmarkSubmit(b *testing.B) {
+	td := startTestDaemon(b, func(d *daemon) { d.sched.maxQueue = b.N + 100 })
+	blocker := td.submitFake(b, "blocker", 15, map[string]any{"fake": "sleep", "seconds": 600})
+	_ = blocker
+	doc := `{"name":"bench","playbook":"- hosts: localhost\n  tasks: []\n","priority":5}`
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := client.Post(td.URL+"/api/v1/jobs", "application/json", strings.NewReader(doc))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				b.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
 }

@@ -20,11 +20,20 @@ import (
 // Readers never wait for the writer's disk I/O: they take only mu, which guards memory.
 // A reader that is behind the window, a late client or any client of an old job, reads its
 // events back from the file; so memory stays bounded whatever a log's size.
+//
+// A file is open only while it is used: for appending while the job runs, and for each read
+// from disk. Thousands of kept jobs hold no file descriptors.
 type eventLog struct {
-	event string   // the SSE event name of every record: "log" or "job_event"
-	file  *os.File // opened for append and read; closed by close() or release()
+	event string // the SSE event name of every record: "log" or "job_event"
+	path  string // the file; it may not exist until the first append
 
 	writeMu sync.Mutex // serializes appends, so the file and the ids agree; held across the file write
+	w       *os.File   // the append handle while the job writes, else nil; guarded by writeMu
+	// deferred holds the lines of events published before the file exists, written at the head
+	// of the file by the first append; guarded by writeMu. Only an event that can be rebuilt
+	// from the job's saved record goes here (a queued job's "queued" event), so creating a
+	// file, the slowest step of accepting a job, waits until the job runs.
+	deferred []byte
 
 	mu      sync.Mutex    // guards the fields below; never held across I/O
 	count   int           // events so far, which is also the last id
@@ -72,32 +81,31 @@ const (
 // errLogClosed is returned by appends after the job has ended.
 var errLogClosed = errors.New("log is closed")
 
-// openEventLog opens (creating if needed) the file at path and indexes what it holds. A torn
-// last line, left by a crash in the middle of a write, is cut off, and said so in torn.
+// openEventLog indexes the file at path, if it exists. A torn last line, left by a crash in
+// the middle of a write, is cut off, and its length returned in torn.
 func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	l = &eventLog{event: event, path: path, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return l, 0, nil
+	}
 	if err != nil {
 		return nil, 0, err
 	}
-	l = &eventLog{event: event, file: f, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
-	if torn, err = l.index(); err != nil {
-		f.Close()
+	defer f.Close()
+	if torn, err = l.index(f); err != nil {
 		return nil, 0, fmt.Errorf("index %s: %w", path, err)
-	}
-	if _, err := f.Seek(l.size, io.SeekStart); err != nil {
-		f.Close()
-		return nil, 0, err
 	}
 	return l, torn, nil
 }
 
 // index counts the file's whole lines and records their sparse offsets. A partial last line
 // is cut off and its length returned.
-func (l *eventLog) index() (torn int64, err error) {
+func (l *eventLog) index(f *os.File) (torn int64, err error) {
 	buf := make([]byte, 64<<10)
 	var pos, lineStart int64 // the file offsets of buf[0] and of the line being read
 	for {
-		n, rerr := l.file.Read(buf)
+		n, rerr := f.Read(buf)
 		for i := 0; i < n; {
 			j := bytes.IndexByte(buf[i:n], '\n')
 			if j < 0 {
@@ -117,7 +125,7 @@ func (l *eventLog) index() (torn int64, err error) {
 	}
 	l.size = lineStart
 	if torn = pos - lineStart; torn > 0 {
-		if err := l.file.Truncate(lineStart); err != nil {
+		if err := f.Truncate(lineStart); err != nil {
 			return 0, err
 		}
 	}
@@ -146,21 +154,46 @@ func (l *eventLog) appendData(payloads ...[]byte) error {
 		return failure
 	}
 	var buf bytes.Buffer
+	buf.Write(l.deferred)
 	for _, p := range payloads {
 		buf.Write(p)
 		buf.WriteByte('\n')
 	}
-	if _, err := l.file.Write(buf.Bytes()); err != nil {
-		err = fmt.Errorf("write %s: %w", l.file.Name(), err)
+	err := l.openForAppend()
+	if err == nil {
+		_, err = l.w.Write(buf.Bytes())
+	}
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", l.path, err)
 		l.mu.Lock()
 		l.failure = err
 		l.mu.Unlock()
 		return err
 	}
+	l.deferred = nil
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	off := base
+	l.publishLocked(base, payloads...)
+	l.wakeLocked()
+	return nil
+}
+
+// appendDeferred publishes one event without writing it yet: the next append writes it first.
+// The caller must be able to rebuild the event from durable state after a crash.
+func (l *eventLog) appendDeferred(payload []byte) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.deferred = append(append(l.deferred, payload...), '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.publishLocked(l.size, payload)
+	l.wakeLocked()
+}
+
+// publishLocked adds events to the memory index and window, as if written from offset off;
+// mu is held.
+func (l *eventLog) publishLocked(off int64, payloads ...[]byte) {
 	for _, p := range payloads {
 		if l.count%sparseEvery == 0 {
 			l.sparse = append(l.sparse, off)
@@ -174,24 +207,76 @@ func (l *eventLog) appendData(payloads ...[]byte) error {
 		// Copy the newest half so the older frames can be collected.
 		l.window = append([]record(nil), l.window[len(l.window)-windowSize:]...)
 	}
-	l.wakeLocked()
+}
+
+// openForAppend opens the file for appending if it is not open; writeMu is held.
+func (l *eventLog) openForAppend() error {
+	if l.w != nil {
+		return nil
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	l.w = f
 	return nil
 }
 
+// pause closes the append handle until the next append: a queued job holds no descriptor.
+func (l *eventLog) pause() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.closeWriter()
+}
+
+// closeWriter closes the append handle, if open; writeMu is held.
+func (l *eventLog) closeWriter() error {
+	if l.w == nil {
+		return nil
+	}
+	err := l.w.Close()
+	l.w = nil
+	return err
+}
+
 // close marks the log complete, flushes it to disk, and wakes every subscriber so they send
-// `completed`. The in-memory window is dropped: an ended job's readers read the file.
+// `completed`. The window stays for the subscribers still reading it, and goes with the last
+// of them (see unsubscribe), so a crowd that was following the job does not fall back to the
+// file all at once.
 func (l *eventLog) close(end streamEnd) error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
-	err := l.file.Sync()
+	err := l.sync()
+	if cerr := l.closeWriter(); err == nil {
+		err = cerr
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.end == nil {
 		l.end = &end
-		l.window = nil
+		if len(l.subs) == 0 {
+			l.window = nil
+		}
 		l.wakeLocked()
 	}
 	return err
+}
+
+// sync flushes the file to disk, through the append handle or, when it is closed, through a
+// new one (fsync flushes a file's data whatever descriptor wrote it); writeMu is held.
+func (l *eventLog) sync() error {
+	if l.w != nil {
+		return l.w.Sync()
+	}
+	f, err := os.Open(l.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing was ever written
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // markEnded sets the end of a log loaded from disk for a job that had already ended.
@@ -201,11 +286,9 @@ func (l *eventLog) markEnded(end streamEnd) {
 	l.mu.Unlock()
 }
 
-// release closes the file; the log must not be used afterwards.
+// release closes the append handle, if open; the log must not be appended to afterwards.
 func (l *eventLog) release() error {
-	l.writeMu.Lock()
-	defer l.writeMu.Unlock()
-	return l.file.Close()
+	return l.pause()
 }
 
 // wakeLocked wakes every subscriber waiting for a change.
@@ -251,7 +334,13 @@ func (l *eventLog) read(after int) (readResult, error) {
 // readFile reads up to n events after id `after` from the file, starting from the known
 // offset of event startID and reading no further than size.
 func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) ([]record, error) {
-	r := bufio.NewReaderSize(io.NewSectionReader(l.file, start, size-start), 64<<10)
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// A small buffer: many late clients may read at once, each with its own.
+	r := bufio.NewReaderSize(io.NewSectionReader(f, start, size-start), 16<<10)
 	var recs []record
 	for id := startID; len(recs) < n; id++ {
 		line, err := r.ReadBytes('\n')
@@ -259,7 +348,7 @@ func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) 
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", l.file.Name(), err)
+			return nil, fmt.Errorf("read %s: %w", l.path, err)
 		}
 		if id > after {
 			recs = append(recs, encodeRecord(id, l.event, line[:len(line)-1]))
@@ -269,12 +358,29 @@ func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) 
 }
 
 // contents returns a reader of every event so far as JSON lines, one payload a line. It
-// reads the file, so a reader of a long log never holds the lock.
-func (l *eventLog) contents() io.Reader {
+// reads the file, so a reader of a long log never holds the lock. The caller closes it.
+func (l *eventLog) contents() (io.ReadCloser, error) {
+	l.writeMu.Lock()
+	deferred := l.deferred
+	l.writeMu.Unlock()
+	if deferred != nil {
+		// Nothing is in the file yet: the deferred events are all there is.
+		return io.NopCloser(bytes.NewReader(deferred)), nil
+	}
 	l.mu.Lock()
 	size := l.size
 	l.mu.Unlock()
-	return io.NewSectionReader(l.file, 0, size)
+	if size == 0 {
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, 0, size), f}, nil
 }
 
 // length is the number of events appended so far, which is also the last id.
@@ -295,6 +401,9 @@ func (l *eventLog) subscribe() *subscriber {
 func (l *eventLog) unsubscribe(s *subscriber) {
 	l.mu.Lock()
 	delete(l.subs, s)
+	if l.end != nil && len(l.subs) == 0 {
+		l.window = nil // the job has ended: later readers read the file
+	}
 	l.mu.Unlock()
 }
 

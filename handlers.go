@@ -251,13 +251,19 @@ func (s *server) getLogs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, invalidf("format: %q is not supported; use text or jsonl", format))
 		return
 	}
+	stored, err := job.logs.contents()
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("read log of job %s: %w", job.ID, err))
+		return
+	}
+	defer stored.Close()
 	if format == "jsonl" {
 		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
-		io.Copy(w, job.logs.contents())
+		io.Copy(w, stored)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	lines := bufio.NewReader(job.logs.contents())
+	lines := bufio.NewReader(stored)
 	for {
 		raw, err := lines.ReadBytes('\n')
 		if err != nil {
@@ -282,9 +288,15 @@ func (s *server) getEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	contents, err := job.events.contents()
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("read events of job %s: %w", job.ID, err))
+		return
+	}
+	defer contents.Close()
 	var body bytes.Buffer
 	body.WriteString(`{"events":[`)
-	stored := bufio.NewReader(job.events.contents())
+	stored := bufio.NewReader(contents)
 	for id := 1; ; id++ {
 		raw, err := stored.ReadBytes('\n')
 		if err != nil {

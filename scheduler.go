@@ -95,13 +95,15 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	}
 	job.mu.Lock()
 	job.status = StatusQueued
-	ev := job.statusEventLocked(job.CreatedAt, fmt.Sprintf("Job queued with priority %d", spec.Priority))
+	job.message = queuedMessage(spec.Priority)
 	rec := job.recordLocked()
 	job.mu.Unlock()
-	if err := s.persist(job, rec, ev); err != nil {
-		s.discard(job)
+	if err := s.store.save(rec); err != nil {
 		return nil, jobState{}, fmt.Errorf("save job: %w", err)
 	}
+	// The "queued" event can be rebuilt from the saved record, so it is published now and
+	// written with the job's first other event: accepting a job creates no file.
+	job.events.appendDeferred(queuedEvent(job))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,7 +113,7 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	return job, s.stateLocked(job), nil
 }
 
-// newJob builds a job and opens its log files.
+// newJob builds a job and opens its logs (files are created by their first write).
 func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
 	job := &Job{ID: newJobID(), Spec: spec, CreatedAt: s.now().UTC(), seq: s.lastSeq.Add(1)}
 	var err error
@@ -119,14 +121,18 @@ func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
 	return job, err
 }
 
-// discard forgets a job that could not be saved.
-func (s *scheduler) discard(job *Job) {
-	job.logs.release()
-	job.events.release()
-	if err := s.store.removeLogs(job.ID); err != nil {
-		s.log.Warn("remove logs of a job that could not be saved", "job", job.ID, "err", err)
+// queuedEvent is a job's first event. It is built from what the job's record holds, so that a
+// restart rebuilds it exactly.
+func queuedEvent(job *Job) []byte {
+	payload, err := json.Marshal(statusEvent{Type: "status_changed", JobID: job.ID, Status: StatusQueued,
+		Message: queuedMessage(job.Spec.Priority), Timestamp: job.CreatedAt.UTC()})
+	if err != nil {
+		panic("encoding a status event cannot fail: " + err.Error())
 	}
+	return payload
 }
+
+func queuedMessage(priority int) string { return fmt.Sprintf("Job queued with priority %d", priority) }
 
 func (s *scheduler) addLocked(job *Job) {
 	s.jobs[job.ID] = job
@@ -525,6 +531,10 @@ func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
 		end := streamEnd{Status: job.status, ExitCode: job.exitCode}
 		job.logs.markEnded(end)
 		job.events.markEnded(end)
+	}
+	if job.events.length() == 0 {
+		// A job that never started has not written its "queued" event yet.
+		job.events.appendDeferred(queuedEvent(job))
 	}
 	return job, nil
 }

@@ -68,6 +68,15 @@ func TestRestartKeepsJobs(t *testing.T) {
 	if !(starts[0].Before(starts[1]) && starts[1].Before(starts[2])) {
 		t.Errorf("queued jobs started at %v, want in priority order high, mid, low", starts)
 	}
+	// A queued job's first event is rebuilt from its record after a restart, ids unchanged.
+	recorded, _ := jobEvents(t, b, high)
+	var got []string
+	for _, ev := range recorded {
+		got = append(got, fmt.Sprint(ev["id"], " ", ev["status"], " ", ev["message"]))
+	}
+	if want := "1 queued Job queued with priority 15|2 running Job started|3 completed Job finished successfully"; strings.Join(got, "|") != want {
+		t.Errorf("events of a job queued across the restart: %q, want %q", got, want)
+	}
 	_, list := getJSON(t, b.URL+"/api/v1/jobs")
 	if got, want := jobIDs(list), append([]string{"crashed-job-id"}, jobIDs(wantList)...); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("job list after restart = %v, want %v", got, want)
@@ -425,5 +434,63 @@ func TestEventLogWindowStaysBounded(t *testing.T) {
 	}
 	if res, _ = l.read(5 * windowSize); res.end == nil || len(res.recs) != 0 {
 		t.Errorf("read past the end of an ended log = %+v, want its end", res)
+	}
+}
+
+// TestJobsHoldNoFilesOpen checks that queued and finished jobs keep no file descriptors, so
+// thousands of kept jobs cannot exhaust them.
+func TestJobsHoldNoFilesOpen(t *testing.T) {
+	td := startTestDaemon(t)
+	blocker := td.submitFake(t, "blocker", 5, map[string]any{"fake": "sleep", "seconds": 60})
+	waitLogLines(t, td, blocker, 1)
+	base := openFDs(t)
+	var ids []string
+	for i := 0; i < 40; i++ {
+		ids = append(ids, td.submitFake(t, fmt.Sprint("q", i), 5, map[string]any{"fake": "lines", "count": 2}))
+	}
+	if n := openFDs(t); n > base+5 {
+		t.Errorf("40 queued jobs hold %d more descriptors", n-base)
+	}
+	postCancel(t, td, blocker, 202)
+	for _, id := range ids {
+		td.waitStatus(t, id, StatusCompleted)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	if n := openFDs(t); n > base+5 {
+		t.Errorf("40 finished jobs hold %d more descriptors", n-base)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(entries)
+}
+
+// TestWindowOutlivesTheJobForItsReaders checks that the subscribers following a job when it
+// ends keep reading from memory, and that the window goes with the last of them.
+func TestWindowOutlivesTheJobForItsReaders(t *testing.T) {
+	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release()
+	for i := 0; i < 10; i++ {
+		l.appendData([]byte(`"x"`))
+	}
+	sub := l.subscribe()
+	l.close(streamEnd{Status: StatusCompleted})
+	if len(l.window) != 10 {
+		t.Errorf("window = %d events after the end with a reader, want 10", len(l.window))
+	}
+	l.unsubscribe(sub)
+	if l.window != nil {
+		t.Errorf("window kept after the last reader left: %d events", len(l.window))
+	}
+	if res, err := l.read(0); err != nil || len(res.recs) != 10 {
+		t.Errorf("read from the file after the window went: %d, %v", len(res.recs), err)
 	}
 }
