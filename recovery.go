@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// This file holds what charond does at start with the jobs it finds on disk: queued ones go
+// back in the queue, interrupted ones fail, and what they left running is killed.
+
+// restore loads the jobs read from the store: queued ones go back into the queue in their
+// order; ones that were running when charond stopped have their leftover processes killed
+// and become failed. The journal is compacted first, which also opens it for appends.
+func (s *scheduler) restore(records []jobRecord) error {
+	var interrupted []*Job
+	for _, rec := range records {
+		job, err := s.jobFromRecord(rec)
+		if err != nil {
+			s.log.Warn("skipping a job whose logs cannot be opened", "job", rec.ID, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.addLocked(job)
+		if job.status == StatusQueued {
+			s.queue.add(job)
+		}
+		s.mu.Unlock()
+		if rec.Seq > s.lastSeq.Load() {
+			s.lastSeq.Store(rec.Seq)
+		}
+		if job.status == StatusRunning {
+			interrupted = append(interrupted, job)
+		}
+	}
+	if err := s.compact(); err != nil {
+		return err
+	}
+	for _, job := range interrupted {
+		killLeftovers(job.pgid, job.ID, s.log)
+		s.finish(job, StatusFailed, nil, "interrupted: charond stopped while the job was running")
+	}
+	return nil
+}
+
+// jobFromRecord rebuilds a job and opens its logs. Logs of ended jobs are marked complete.
+func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
+	job := &Job{
+		ID: rec.ID, CreatedAt: rec.CreatedAt, seq: rec.Seq,
+		Spec: &JobSpec{
+			Name: rec.Name, Description: rec.Description, Playbook: rec.Playbook, PlaybookPath: rec.PlaybookPath,
+			Inventory: rec.Inventory, Variables: rec.Variables, Priority: rec.Priority, Timeout: rec.Timeout,
+		},
+		status: rec.Status, startedAt: rec.StartedAt, finishedAt: rec.FinishedAt, exitCode: rec.ExitCode,
+		message: rec.Message, pgid: rec.PGID, version: rec.Version, summary: rec.Summary,
+	}
+	if job.Spec.Variables == nil {
+		job.Spec.Variables = map[string]any{}
+	}
+	var err error
+	if job.logs, job.events, err = s.store.openLogs(rec.ID); err != nil {
+		return nil, err
+	}
+	if job.status.Final() {
+		end := streamEnd{Status: job.status, ExitCode: job.exitCode}
+		job.logs.markEnded(end)
+		job.events.markEnded(end)
+	}
+	if job.events.length() == 0 {
+		// A job that never started has not written its "queued" event yet.
+		job.events.appendDeferred(queuedEvent(job))
+	}
+	return job, nil
+}
+
+// killLeftovers kills the process group a job ran in, if it still exists and still belongs to
+// that job: each of its processes carries CHARON_JOB_ID in its environment, which guards
+// against a group id reused by an unrelated process since.
+func killLeftovers(pgid int, jobID string, log *slog.Logger) {
+	if pgid <= 0 || !groupBelongsToJob(pgid, jobID) {
+		return
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
+		log.Warn("killed processes left running by an interrupted job", "job", jobID, "pgid", pgid)
+	}
+}
+
+// groupBelongsToJob reports whether any live process in the group has the job's marker.
+func groupBelongsToJob(pgid int, jobID string) bool {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	marker := []byte("CHARON_JOB_ID=" + jobID + "\x00")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, marker) {
+			return true
+		}
+	}
+	return false
+}

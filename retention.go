@@ -1,0 +1,72 @@
+package main
+
+// This file holds the scheduler's housekeeping: deleting jobs past -retention or beyond
+// -max-jobs, and compacting the journal.
+
+// prune deletes finished jobs that are older than the retention, then the oldest finished
+// jobs while there are more than maxJobs.
+func (s *scheduler) prune() {
+	cutoff := s.now().Add(-s.retention)
+	s.mu.Lock()
+	var doomed []*Job
+	excess := len(s.order) - s.maxJobs
+	for _, job := range s.order {
+		job.mu.Lock()
+		final, finished := job.status.Final(), job.finishedAt
+		job.mu.Unlock()
+		if final && (excess > 0 || finished.Before(cutoff)) {
+			doomed = append(doomed, job)
+			excess--
+		}
+	}
+	for _, job := range doomed {
+		s.forgetLocked(job)
+	}
+	s.mu.Unlock()
+	for _, job := range doomed {
+		if err := s.erase(job); err != nil {
+			s.log.Error("prune job", "job", job.ID, "err", err)
+		}
+	}
+	if len(doomed) > 0 {
+		s.log.Info("pruned finished jobs", "count", len(doomed))
+	}
+	s.compactIfLarge()
+}
+
+// pruneIfFull prunes when there are more jobs than -max-jobs allows.
+func (s *scheduler) pruneIfFull() {
+	s.mu.Lock()
+	full := len(s.order) > s.maxJobs
+	s.mu.Unlock()
+	if full {
+		s.prune()
+	}
+}
+
+// compactIfLarge rewrites the journal once it holds many more records than there are jobs.
+func (s *scheduler) compactIfLarge() {
+	s.mu.Lock()
+	n := len(s.order)
+	s.mu.Unlock()
+	if s.store.journal.recordCount() > 4*n+1000 {
+		if err := s.compact(); err != nil {
+			s.log.Error("compact journal", "err", err)
+		}
+	}
+}
+
+// compact rewrites the journal from the jobs in memory.
+func (s *scheduler) compact() error {
+	return s.store.journal.compact(func() []jobRecord {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		recs := make([]jobRecord, 0, len(s.order))
+		for _, job := range s.order {
+			job.mu.Lock()
+			recs = append(recs, job.recordLocked())
+			job.mu.Unlock()
+		}
+		return recs
+	})
+}
