@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -340,5 +341,71 @@ func TestQueueAndStreamLimits(t *testing.T) {
 	code, hdr, msg := request(t, "GET", td.URL+"/api/v1/jobs/"+running+"/events/stream", nil)
 	if code != 503 || hdr.Get("Retry-After") == "" || !strings.Contains(msg, "-max-streams") {
 		t.Errorf("stream beyond -max-streams: %d %q %s", code, hdr.Get("Retry-After"), msg)
+	}
+}
+
+// TestServerLimits runs the real HTTP server: a client that never finishes its headers is cut
+// off after -read-header-timeout, an idle keep-alive connection after -idle-timeout, and a
+// header block over -max-header-bytes is refused.
+func TestServerLimits(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
+		"-ansible-playbook", "/bin/true", "-read-header-timeout", "300ms", "-idle-timeout", "300ms", "-max-header-bytes", "4096"},
+		func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(cfg, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- d.serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+
+	closedWithin := func(conn net.Conn, d time.Duration) bool {
+		conn.SetReadDeadline(time.Now().Add(d))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				var ne net.Error
+				return !(errors.As(err, &ne) && ne.Timeout())
+			}
+		}
+	}
+	slow, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n")) // and never the blank line
+	if !closedWithin(slow, 3*time.Second) {
+		t.Error("a client that never finished its headers was not cut off")
+	}
+
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if !closedWithin(idle, 3*time.Second) {
+		t.Error("an idle keep-alive connection was not closed")
+	}
+
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 16<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 16 KiB header: %d, want 431", resp.StatusCode)
 	}
 }
