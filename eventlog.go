@@ -222,13 +222,6 @@ func (l *eventLog) openForAppend() error {
 	return nil
 }
 
-// pause closes the append handle until the next append: a queued job holds no descriptor.
-func (l *eventLog) pause() error {
-	l.writeMu.Lock()
-	defer l.writeMu.Unlock()
-	return l.closeWriter()
-}
-
 // closeWriter closes the append handle, if open; writeMu is held.
 func (l *eventLog) closeWriter() error {
 	if l.w == nil {
@@ -286,9 +279,11 @@ func (l *eventLog) markEnded(end streamEnd) {
 	l.mu.Unlock()
 }
 
-// release closes the append handle, if open; the log must not be appended to afterwards.
+// release closes the append handle, if open: for a job that is deleted, or at shutdown.
 func (l *eventLog) release() error {
-	return l.pause()
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.closeWriter()
 }
 
 // wakeLocked wakes every subscriber waiting for a change.
