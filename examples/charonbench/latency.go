@@ -56,6 +56,8 @@ type latencyLevelFigures struct {
 	Baseline  latencySide `json:"baseline"`
 	RatioP99  float64     `json:"ratio_p99"` // charond p99 / baseline p99
 	CPU       cpuUse      `json:"cpu"`
+	// BaselineCPUPercent is the baseline process's CPU, as a share of one core.
+	BaselineCPUPercent float64 `json:"baseline_cpu_pct"`
 }
 
 type latencyFigures struct {
@@ -180,7 +182,7 @@ func runLatencyLevel(ctx context.Context, d *daemon, root string, i int, lv late
 	if err := os.WriteFile(varsPath, raw, 0o600); err != nil {
 		return lf, err
 	}
-	b, err := startBaseline(varsPath)
+	b, err := startBaselineProcess(varsPath)
 	if err != nil {
 		return lf, fmt.Errorf("start baseline: %w", err)
 	}
@@ -234,9 +236,11 @@ func runLatencyLevel(ctx context.Context, d *daemon, root string, i int, lv late
 		progress("  some streams had not ended a minute after the runners' schedule: closed them")
 	}
 	lf.CPU = meter.since()
+	dropped, cpu := b.endStats()
+	lf.BaselineCPUPercent = 100 * cpu / lf.CPU.Wall // its whole life: it started just before
 	lf.Charond = latencyResult(cc, expected)
 	lf.Baseline = latencyResult(bc, expected)
-	lf.Baseline.Dropped = b.droppedClients()
+	lf.Baseline.Dropped = dropped
 	lf.RatioP99 = ratio(lf.Charond.Latency.P99, lf.Baseline.Latency.P99)
 	return lf, nil
 }
@@ -272,8 +276,8 @@ func printLatency(out io.Writer, f latencyFigures, duration, warmup time.Duratio
 	}
 	fmt.Fprintln(out)
 	for _, l := range f.Levels {
-		fmt.Fprintf(out, "%d sub @ %d lines/s: %d samples each side; charond CPU %.0f%%, clients+baseline CPU %.0f%%, machine %.0f%% busy",
-			l.Subs, l.Rate, l.Charond.Latency.N, l.CPU.CharondPercent, l.CPU.ClientPercent, l.CPU.MachinePercent)
+		fmt.Fprintf(out, "%d sub @ %d lines/s: %d samples each side; charond CPU %.0f%%, baseline CPU %.0f%%, clients CPU %.0f%%, machine %.0f%% busy",
+			l.Subs, l.Rate, l.Charond.Latency.N, l.CPU.CharondPercent, l.BaselineCPUPercent, l.CPU.ClientPercent, l.CPU.MachinePercent)
 		for _, s := range []struct {
 			name string
 			side latencySide

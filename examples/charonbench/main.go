@@ -24,7 +24,7 @@
 //	overhead  simple_job.yaml through charond vs the same playbook by ansible-playbook directly,
 //	          alternating, -pairs times: end to end and time to first output line.
 //	latency   runner write → SSE client read, p50/p99, at 1 and 100 subscribers (100 lines/s)
-//	          and 1000 subscribers (20 lines/s), against an in-process baseline fan-out run at
+//	          and 1000 subscribers (20 lines/s), against a baseline fan-out (its own process) run at
 //	          the same time under the same load.
 //	fanout    10,000 subscribers of one job at 10 lines/s for 30 s: exactly-once delivery,
 //	          charond CPU per 1,000 deliveries, peak RSS; -ceiling raises the rate step by
@@ -78,7 +78,7 @@ type subcommand struct {
 
 var subcommands = []subcommand{
 	{"overhead", "charond vs ansible-playbook directly on simple_job.yaml", runOverhead},
-	{"latency", "line latency runner → SSE client, vs an in-process baseline fan-out", runLatency},
+	{"latency", "line latency runner → SSE client, vs a baseline fan-out in a process of its own", runLatency},
 	{"fanout", "10,000 subscribers: exactly-once, CPU per 1,000 deliveries, RSS; -ceiling", runFanout},
 	{"queue", "10,000 submissions: accepted/s and strict priority/FIFO dispatch", runQueue},
 }
@@ -87,6 +87,10 @@ func main() {
 	if os.Getenv(runnerEnv) == "1" {
 		// charond (or the latency baseline) started this program as its ansible-playbook.
 		os.Exit(runnerMain(os.Args[1:]))
+	}
+	if vars := os.Getenv(baselineEnv); vars != "" {
+		// The latency benchmark started this program as its baseline fan-out.
+		os.Exit(baselineServerMain(vars))
 	}
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
