@@ -494,3 +494,32 @@ func TestWindowOutlivesTheJobForItsReaders(t *testing.T) {
 		t.Errorf("read from the file after the window went: %d, %v", len(res.recs), err)
 	}
 }
+
+// TestJournalIsCompactedWhenLarge appends many versions of one job's record: once the journal
+// holds far more records than jobs, pruning rewrites it with one record a job, and a restart
+// still finds the newest version.
+func TestJournalIsCompactedWhenLarge(t *testing.T) {
+	dir := t.TempDir()
+	a := startTestDaemonIn(t, dir)
+	id := a.submitFake(t, "once", 5, map[string]any{"fake": "lines", "count": 1})
+	a.waitStatus(t, id, StatusCompleted)
+	job := mustJob(t, a, id)
+	for i := 0; i < 1100; i++ {
+		job.mu.Lock()
+		rec := job.recordLocked()
+		job.mu.Unlock()
+		if err := a.sched.store.save(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.sched.store.journal.recordCount(); n < 1100 {
+		t.Fatalf("journal holds %d records, want over 1100", n)
+	}
+	a.sched.prune()
+	if n := a.sched.store.journal.recordCount(); n != 1 {
+		t.Errorf("journal holds %d records after compaction, want 1", n)
+	}
+	a.stop(t)
+	b := startTestDaemonIn(t, dir)
+	b.waitStatus(t, id, StatusCompleted)
+}
