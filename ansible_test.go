@@ -82,6 +82,13 @@ func TestAnsibleSimpleJob(t *testing.T) {
 	}
 }
 
+// submitPlaybook queues a job that runs the embedded playbook on localhost.
+func (td *testDaemon) submitPlaybook(t *testing.T, name, playbook string) string {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]any{"name": name, "playbook": playbook})
+	return td.submit(t, "application/json", string(doc), 201)["id"].(string)
+}
+
 // receivedAt is when the client read the first log event whose data holds s.
 func receivedAt(events []sseEvent, s string) time.Time {
 	for _, ev := range events {
@@ -96,8 +103,7 @@ func TestAnsibleFailedHost(t *testing.T) {
 	requireAnsible(t)
 	td := startTestDaemon(t, withRealAnsible)
 	playbook := "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - fail:\n        msg: boom\n"
-	doc, _ := json.Marshal(map[string]any{"name": "fails", "playbook": playbook})
-	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	id := td.submitPlaybook(t, "fails", playbook)
 	job := td.waitStatus(t, id, StatusFailed)
 	if job["exit_code"] != float64(2) || job["message"] != "ansible-playbook exited with code 2: one or more hosts failed" {
 		t.Errorf("job = %v", job)
@@ -110,8 +116,7 @@ func TestAnsibleCancelDuringTask(t *testing.T) {
 	requireAnsible(t)
 	td := startTestDaemon(t, withRealAnsible)
 	playbook := "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: sleeping\n    - command: sleep 60\n"
-	doc, _ := json.Marshal(map[string]any{"name": "long", "playbook": playbook})
-	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	id := td.submitPlaybook(t, "long", playbook)
 	waitLogContains(t, td, id, "TASK [command]")
 	start := time.Now()
 	postCancel(t, td, id, 202)
@@ -134,8 +139,7 @@ func TestAnsibleLeavesNoOrphan(t *testing.T) {
     - debug:
         msg: "background pid {{ bg.stdout }}"
 `
-	doc, _ := json.Marshal(map[string]any{"name": "orphan", "playbook": playbook})
-	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	id := td.submitPlaybook(t, "orphan", playbook)
 	td.waitStatus(t, id, StatusCompleted)
 	text, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
 	if err != nil {

@@ -145,8 +145,30 @@ func TestLoadToken(t *testing.T) {
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := makeCert(t, dir)
-	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
-		"-tls-cert", certFile, "-tls-key", keyFile, "-ansible-playbook", "/bin/true"}, func(string) string { return "" }, &bytes.Buffer{})
+	addr := serveDaemon(t, dir, "-tls-cert", certFile, "-tls-key", keyFile)
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Errorf("HTTPS healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	if _, err := parseFlags([]string{"-tls-cert", certFile}, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
+		t.Error("-tls-cert without -tls-key accepted")
+	}
+}
+
+// serveDaemon runs charond's own server, as main wires it, on a loopback port with a stub
+// runner and the given extra flags, until the test ends. It returns the address.
+func serveDaemon(t *testing.T, dir string, flags ...string) string {
+	t.Helper()
+	args := append([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
+		"-ansible-playbook", "/bin/true"}, flags...)
+	cfg, err := parseFlags(args, func(string) string { return "" }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,21 +183,8 @@ func TestTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- d.serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
-
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	defer client.CloseIdleConnections()
-	resp, err := client.Get("https://" + ln.Addr().String() + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.TLS == nil {
-		t.Errorf("HTTPS healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
-	}
-	if _, err := parseFlags([]string{"-tls-cert", certFile}, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
-		t.Error("-tls-cert without -tls-key accepted")
-	}
+	t.Cleanup(func() { cancel(); <-served })
+	return ln.Addr().String()
 }
 
 func makeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
@@ -349,24 +358,7 @@ func TestQueueAndStreamLimits(t *testing.T) {
 // header block over -max-header-bytes is refused.
 func TestServerLimits(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
-		"-ansible-playbook", "/bin/true", "-read-header-timeout", "300ms", "-idle-timeout", "300ms", "-max-header-bytes", "4096"},
-		func(string) string { return "" }, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDaemon(cfg, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- d.serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	addr := serveDaemon(t, dir, "-read-header-timeout", "300ms", "-idle-timeout", "300ms", "-max-header-bytes", "4096")
 
 	closedWithin := func(conn net.Conn, d time.Duration) bool {
 		conn.SetReadDeadline(time.Now().Add(d))
@@ -378,7 +370,7 @@ func TestServerLimits(t *testing.T) {
 			}
 		}
 	}
-	slow, err := net.Dial("tcp", ln.Addr().String())
+	slow, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +380,7 @@ func TestServerLimits(t *testing.T) {
 		t.Error("a client that never finished its headers was not cut off")
 	}
 
-	idle, err := net.Dial("tcp", ln.Addr().String())
+	idle, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +390,7 @@ func TestServerLimits(t *testing.T) {
 		t.Error("an idle keep-alive connection was not closed")
 	}
 
-	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/healthz", nil)
+	req, _ := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 16<<10))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -154,8 +154,7 @@ func TestAnsibleFailedJobSummaryNamesTaskAndHost(t *testing.T) {
 	requireAnsible(t)
 	td := startTestDaemon(t, withRealAnsible)
 	playbook := "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - name: Check disk\n      fail:\n        msg: not enough disk\n"
-	doc, _ := json.Marshal(map[string]any{"name": "fails", "playbook": playbook})
-	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	id := td.submitPlaybook(t, "fails", playbook)
 	job := td.waitStatus(t, id, StatusFailed)
 	failed, _ := json.Marshal(job["summary"].(map[string]any)["failed_tasks"])
 	if want := `[{"host":"localhost","message":"not enough disk","play":"localhost","task":"Check disk"}]`; string(failed) != want {
