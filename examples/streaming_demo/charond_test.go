@@ -192,7 +192,9 @@ func runClient(t *testing.T, url string, args ...string) (code int, out *timedWr
 	var stderr bytes.Buffer
 	getenv := func(k string) string { return map[string]string{"CHARON_URL": url}[k] }
 	code = run(context.Background(), append([]string{"streaming_demo"}, args...), out, &stderr, getenv)
-	t.Logf("streaming_demo %s: exit status %d\n%s%s", strings.Join(args, " "), code, out.buf.String(), stderr.String())
+	// The arguments are quoted: a test may pass escape sequences, which must not reach the
+	// terminal of whoever runs the tests with -v.
+	t.Logf("streaming_demo %q: exit status %d\n%s%s", args, code, out.buf.String(), stderr.String())
 	return code, out, stderr.String()
 }
 

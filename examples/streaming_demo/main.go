@@ -26,6 +26,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -816,7 +817,10 @@ func statusStyle(status string) (icon, label, color string) {
 }
 
 // printer writes the client's output: the stream to out, errors and notices to err. One
-// goroutine at a time uses it, in the order events arrive.
+// goroutine at a time uses it, in the order events arrive. Everything it writes but its own
+// formats and colours is data (from charond, a job file or the command line) and is escaped for
+// the terminal on the way out: paint escapes the text it is given, and say and note escape
+// their arguments, so a caller cannot forget.
 type printer struct {
 	out, err io.Writer
 	color    bool
@@ -832,20 +836,95 @@ type printer struct {
 // taskKey names a task within its play.
 type taskKey struct{ play, task string }
 
-func (p *printer) paint(color, s string) string {
+// styled is text the printer composed itself: escaped data inside the client's own colour codes.
+// say and note write it as it is, where any other string is data.
+type styled string
+
+// paint escapes s, which may hold data, and colours it when the output is coloured.
+func (p *printer) paint(color, s string) styled {
+	s = escapeTerm(s)
 	if !p.color || color == "" {
-		return s
+		return styled(s)
 	}
-	return color + s + ansiReset
+	return styled(color + s + ansiReset)
 }
 
-func (p *printer) say(format string, args ...any) { fmt.Fprintf(p.out, format+"\n", args...) }
+// say writes a line to the output stream. format is the client's own; args are escaped.
+func (p *printer) say(format string, args ...any) {
+	fmt.Fprintf(p.out, format+"\n", escapeArgs(args)...)
+}
 
-// note writes a notice to the error stream.
-func (p *printer) note(format string, args ...any) { fmt.Fprintf(p.err, format+"\n", args...) }
+// note writes a notice to the error stream. format is the client's own; args are escaped.
+func (p *printer) note(format string, args ...any) {
+	fmt.Fprintf(p.err, format+"\n", escapeArgs(args)...)
+}
 
+// fail writes an error to the error stream. An error may run over several lines (a job file's
+// YAML mistakes, a proxy's error page), so its line breaks are kept and each line is escaped on
+// its own; no other control character survives.
 func (p *printer) fail(format string, args ...any) {
-	fmt.Fprintln(p.err, p.paint(ansiRed, "❌ "+fmt.Sprintf(format, args...)))
+	msg := strings.ReplaceAll("❌ "+fmt.Sprintf(format, args...), "\r\n", "\n")
+	for _, line := range strings.Split(msg, "\n") {
+		fmt.Fprintln(p.err, p.paint(ansiRed, line))
+	}
+}
+
+// escapeArgs escapes the strings, errors and Stringers among args (so they are to be formatted
+// with %s or %v), which are data; styled text and numbers pass as they are.
+func escapeArgs(args []any) []any {
+	escaped := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case styled:
+			escaped[i] = v
+		case string:
+			escaped[i] = escapeTerm(v)
+		case error:
+			escaped[i] = escapeTerm(v.Error())
+		case fmt.Stringer:
+			escaped[i] = escapeTerm(v.String())
+		default:
+			escaped[i] = a
+		}
+	}
+	return escaped
+}
+
+// escapeTerm makes text from outside safe to write to a terminal, showing what it hides instead
+// of letting the terminal act on it. A terminal obeys the C0 controls, DEL and the C1 controls
+// U+0080-U+009F (U+009B alone starts a control sequence, as ESC [ does), and the bidi controls
+// U+202A-U+202E and U+2066-U+2069 make a line display differently than it reads. The scheme:
+// \a \b \n \v \f \r for those C0 controls, \xHH for the other C0 controls (ESC is \x1b) and
+// DEL, \xHH also for each byte that is not valid UTF-8, and \uHHHH for the C1 and bidi controls
+// (so U+009B, \u009b, cannot be mistaken for a stray byte 0x9B, \x9b). A tab stays a tab.
+// Everything else, a backslash included, is left as it is: ordinary text prints unchanged, and
+// escaping twice changes nothing more (though a literal "\x1b" in the data reads like an escape).
+func escapeTerm(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x20 && r != '\t' || r == 0x7f:
+			b.WriteString(controlEscape(byte(r)))
+		case r >= 0x80 && r <= 0x9f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// controlEscape is how escapeTerm shows the C0 control or DEL c: as C and Go write it where
+// they have a letter for it, else as \xHH.
+func controlEscape(c byte) string {
+	if i := strings.IndexByte("\a\b\f\n\r\v", c); i >= 0 {
+		return `\` + "abfnrv"[i:i+1]
+	}
+	return fmt.Sprintf(`\x%02x`, c)
 }
 
 // stamped writes one stream line behind its [HH:MM:SS] time.
