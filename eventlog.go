@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,9 +27,15 @@ import (
 type eventLog struct {
 	event string // the SSE event name of every record: "log" or "job_event"
 	path  string // the file; it may not exist until the first append
+	// onFault, when set, hears of every failed write, so the store can stop taking jobs.
+	onFault func(error)
 
 	writeMu sync.Mutex // serializes appends, so the file and the ids agree; held across the file write
 	w       *os.File   // the append handle while the job writes, else nil; guarded by writeMu
+	// exists says the file was there when the log was opened, or has been created since;
+	// guarded by writeMu. A log whose file is new creates it with O_EXCL, so that a file
+	// planted under its name is refused rather than written through.
+	exists bool
 	// deferred holds the lines of events published before the file exists, written at the head
 	// of the file by the first append; guarded by writeMu. Only an event that can be rebuilt
 	// from the job's saved record goes here (a queued job's "queued" event), so creating a
@@ -85,7 +92,7 @@ var errLogClosed = errors.New("log is closed")
 // the middle of a write, is cut off, and its length returned in torn.
 func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
 	l = &eventLog{event: event, path: path, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return l, 0, nil
 	}
@@ -93,6 +100,7 @@ func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
 		return nil, 0, err
 	}
 	defer f.Close()
+	l.exists = true
 	if torn, err = l.index(f); err != nil {
 		return nil, 0, fmt.Errorf("index %s: %w", path, err)
 	}
@@ -168,6 +176,7 @@ func (l *eventLog) appendData(payloads ...[]byte) error {
 		l.mu.Lock()
 		l.failure = err
 		l.mu.Unlock()
+		l.noteFault(err)
 		return err
 	}
 	l.deferred = nil
@@ -209,16 +218,28 @@ func (l *eventLog) publishLocked(off int64, payloads ...[]byte) {
 	}
 }
 
-// openForAppend opens the file for appending if it is not open; writeMu is held.
+// noteFault passes a failed write on to onFault, if set.
+func (l *eventLog) noteFault(err error) {
+	if l.onFault != nil && err != nil {
+		l.onFault(err)
+	}
+}
+
+// openForAppend opens the file for appending if it is not open, creating it if it is new;
+// writeMu is held.
 func (l *eventLog) openForAppend() error {
 	if l.w != nil {
 		return nil
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	flag := os.O_WRONLY | os.O_APPEND | syscall.O_NOFOLLOW
+	if !l.exists {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(l.path, flag, 0o600)
 	if err != nil {
 		return err
 	}
-	l.w = f
+	l.w, l.exists = f, true
 	return nil
 }
 
@@ -243,6 +264,7 @@ func (l *eventLog) close(end streamEnd) error {
 	if cerr := l.closeWriter(); err == nil {
 		err = cerr
 	}
+	l.noteFault(err)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.end == nil {
@@ -261,7 +283,7 @@ func (l *eventLog) sync() error {
 	if l.w != nil {
 		return l.w.Sync()
 	}
-	f, err := os.Open(l.path)
+	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // nothing was ever written
 	}
@@ -329,7 +351,7 @@ func (l *eventLog) read(after int) (readResult, error) {
 // readFile reads up to n events after id `after` from the file, starting from the known
 // offset of event startID and reading no further than size.
 func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) ([]record, error) {
-	f, err := os.Open(l.path)
+	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +390,7 @@ func (l *eventLog) contents() (io.ReadCloser, error) {
 	if size == 0 {
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
-	f, err := os.Open(l.path)
+	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -56,17 +56,20 @@ func (s *scheduler) compactIfLarge() {
 	}
 }
 
-// compact rewrites the journal from the jobs in memory.
+// compact rewrites the journal from the jobs in memory. A failure marks the store unhealthy.
 func (s *scheduler) compact() error {
-	return s.store.journal.compact(func() []jobRecord {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		recs := make([]jobRecord, 0, len(s.order))
-		for _, job := range s.order {
-			job.mu.Lock()
-			recs = append(recs, job.recordLocked())
-			job.mu.Unlock()
-		}
-		return recs
-	})
+	return s.store.compact(s.snapshot)
+}
+
+// snapshot returns a new version of the record of every job in memory.
+func (s *scheduler) snapshot() []jobRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recs := make([]jobRecord, 0, len(s.order))
+	for _, job := range s.order {
+		job.mu.Lock()
+		recs = append(recs, job.recordLocked())
+		job.mu.Unlock()
+	}
+	return recs
 }

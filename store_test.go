@@ -38,8 +38,8 @@ func TestRestartKeepsJobs(t *testing.T) {
 	a.stop(t)
 
 	// A job that was running when charond crashed, with its process group still alive.
-	leftover := startLeftover(t, "crashed-job-id")
-	appendRecord(t, dir, jobRecord{ID: "crashed-job-id", Version: 3, Seq: 99, Name: "crashed", Playbook: "x.yml",
+	leftover := startLeftover(t, crashedID)
+	appendRecord(t, dir, jobRecord{ID: crashedID, Version: 3, Seq: 99, Name: "crashed", Playbook: "x.yml",
 		Priority: 5, Timeout: time.Minute, CreatedAt: time.Now(), Status: StatusRunning, StartedAt: time.Now(), PGID: leftover.Process.Pid})
 
 	b := startTestDaemonIn(t, dir)
@@ -53,7 +53,7 @@ func TestRestartKeepsJobs(t *testing.T) {
 	if got := logLines(t, collect(t, events), 4991); strings.Join(got, ",") != strings.Join(fakeLines(5000)[4990:], ",") {
 		t.Errorf("resumed stream after restart = %q", got)
 	}
-	job := b.waitStatus(t, "crashed-job-id", StatusFailed)
+	job := b.waitStatus(t, crashedID, StatusFailed)
 	if job["message"] != "interrupted: charond stopped while the job was running" {
 		t.Errorf("crashed job message = %q", job["message"])
 	}
@@ -78,10 +78,14 @@ func TestRestartKeepsJobs(t *testing.T) {
 		t.Errorf("events of a job queued across the restart: %q, want %q", got, want)
 	}
 	_, list := getJSON(t, b.URL+"/api/v1/jobs")
-	if got, want := jobIDs(list), append([]string{"crashed-job-id"}, jobIDs(wantList)...); strings.Join(got, ",") != strings.Join(want, ",") {
+	if got, want := jobIDs(list), append([]string{crashedID}, jobIDs(wantList)...); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("job list after restart = %v, want %v", got, want)
 	}
 }
+
+// crashedID is the id of the job a crash left "running" in TestRestartKeepsJobs: an id of
+// the form charond makes, since a record with any other is skipped as damaged.
+const crashedID = "0c0ffee0-dead-4bad-8bad-c0ffee000001"
 
 func jobIDs(list map[string]any) []string {
 	var ids []string
@@ -309,6 +313,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	bin := buildCharond(t)
 	self, _ := os.Executable()
 	dir := t.TempDir()
+	removeCgroupSubtreeAtEnd(t, dir) // the restarted charond is killed, not stopped
 	start := func() (*exec.Cmd, *testDaemon) {
 		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dir, "-playbook-dir", dir,
 			"-ansible-playbook", self, "-workers", "1", "-env-allow", fakeRunnerEnv)
