@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // fakeRunnerMain acts as ansible-playbook for tests. charond calls it as
@@ -25,6 +26,10 @@ import (
 //	fake: gate         print `count` lines, wait until the file `gate` exists, print `count` more
 //	fake: report       print its arguments, working directory, the vars file's mode and some env
 //	fake: envdump      print the name of every environment variable it has
+//	fake: escape       print "leader PID", start `sleep 300` in a new session with none of the
+//	                   job's pipes (without the job's environment if `clear_env` is "yes"),
+//	                   print "escaped PID", then sleep `seconds` (0 by default)
+//	fake: signal       die of signal number `signal`, as a crash or the OOM killer would do it
 //
 // It returns the process exit code.
 func fakeRunnerMain(args []string) int {
@@ -38,7 +43,10 @@ func fakeRunnerMain(args []string) int {
 		return 1
 	}
 	num := func(key string, fallback int) int {
-		if v, ok := vars[key].(float64); ok {
+		switch v := vars[key].(type) {
+		case int:
+			return v
+		case float64:
 			return int(v)
 		}
 		return fallback
@@ -99,6 +107,15 @@ func fakeRunnerMain(args []string) int {
 			name, _, _ := strings.Cut(kv, "=")
 			fmt.Println(name)
 		}
+	case "escape":
+		if err := escape(fmt.Sprint(vars["clear_env"]) == "yes"); err != nil {
+			fmt.Fprintln(os.Stderr, "fake runner:", err)
+			return 1
+		}
+		time.Sleep(time.Duration(num("seconds", 0)) * time.Second)
+	case "signal":
+		dieOfSignal(syscall.Signal(num("signal", int(syscall.SIGKILL))))
+		return 1
 	default:
 		fmt.Fprintf(os.Stderr, "fake runner: unknown scenario %v\n", vars["fake"])
 		return 1
@@ -124,8 +141,9 @@ func readFakeVars(args []string) (map[string]any, error) {
 			if err != nil {
 				return nil, err
 			}
+			// YAML, as charond writes it (values tagged !unsafe), or JSON with -allow-jinja-in-vars.
 			var vars map[string]any
-			return vars, json.Unmarshal(raw, &vars)
+			return vars, yaml.Unmarshal(raw, &vars)
 		}
 	}
 	return nil, fmt.Errorf("no -e @file among %q", args)
@@ -143,4 +161,35 @@ func report(args []string) {
 	}
 	stdin, _ := os.Stdin.Stat()
 	fmt.Printf("stdin=%s\n", stdin.Mode().Type())
+}
+
+// escape starts a process that leaves the job's process group and session, as `setsid nohup
+// sleep 600 &` or Ansible's async_wrapper does, and holds none of the job's pipes, so the run
+// ends without waiting for it. clearEnv drops the environment, marker included.
+func escape(clearEnv bool) error {
+	fmt.Printf("leader %d\n", os.Getpid())
+	// fd 3 is the events pipe, inherited without close-on-exec: the escaped process must not
+	// hold it either.
+	syscall.CloseOnExec(eventsFD)
+	cmd := exec.Command("sleep", "300")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if clearEnv {
+		cmd.Env = []string{}
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	fmt.Printf("escaped %d\n", cmd.Process.Pid)
+	return nil
+}
+
+// dieOfSignal ends the process with sig. A Go program cannot die of SIGSEGV sent to it (the
+// runtime catches it and exits 2), so a shell takes over the process and signals itself.
+func dieOfSignal(sig syscall.Signal) {
+	syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{}) // no core file
+	if sig == syscall.SIGKILL {
+		syscall.Kill(os.Getpid(), sig)
+	}
+	err := syscall.Exec("/bin/sh", []string{"sh", "-c", fmt.Sprintf("kill -%d $$", int(sig))}, os.Environ())
+	fmt.Fprintln(os.Stderr, "fake runner:", err)
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
@@ -76,25 +74,31 @@ func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
 	return job, nil
 }
 
-// killLeftovers kills the process group a job ran in, if it still exists and still belongs to
-// that job: each of its processes carries CHARON_JOB_ID in its environment, which guards
-// against a group id reused by an unrelated process since.
+// killLeftovers kills what an interrupted job left running: first the process group it ran in,
+// if that still belongs to the job (one of its processes carries the job's CHARON_JOB_ID, which
+// guards against a group id reused since by an unrelated process), then every process that
+// carries the marker wherever it went, a new session included (a daemon that called setsid, an
+// Ansible async task). A job cgroup the crashed charond left is swept before this runs, when
+// the runner's containment starts (see containment.adopt).
 func killLeftovers(pgid int, jobID string, log *slog.Logger) {
-	if pgid <= 0 || !groupBelongsToJob(pgid, jobID) {
-		return
+	if pgid > 0 && groupBelongsToJob(pgid, jobID) {
+		if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
+			log.Warn("killed processes left running by an interrupted job", "job", jobID, "pgid", pgid)
+		}
 	}
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
-		log.Warn("killed processes left running by an interrupted job", "job", jobID, "pgid", pgid)
+	if n := killMarked(jobID, markerScanTimeout); n > 0 {
+		log.Warn("killed processes left running by an interrupted job, found by their environment marker", "job", jobID, "signalled", n)
 	}
 }
 
-// groupBelongsToJob reports whether any live process in the group has the job's marker.
+// groupBelongsToJob reports whether any live process in the group has the job's marker, as an
+// exact entry of its environment.
 func groupBelongsToJob(pgid int, jobID string) bool {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
-	marker := []byte("CHARON_JOB_ID=" + jobID + "\x00")
+	marker := []byte(jobMarker + jobID)
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil || pid <= 0 {
@@ -103,8 +107,7 @@ func groupBelongsToJob(pgid int, jobID string) bool {
 		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
 			continue
 		}
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err == nil && bytes.Contains(env, marker) {
+		if processHasMarker(pid, marker) {
 			return true
 		}
 	}
