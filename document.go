@@ -229,3 +229,66 @@ func nodeKindName(n *yaml.Node) string {
 	}
 	return "document"
 }
+
+// maxDocumentDepth bounds how deeply a job document may nest, YAML as JSON: far more than any
+// job needs, and far below what encoding/json reads back from the journal.
+const maxDocumentDepth = maxJSONDepth
+
+// expansion measures a node tree as it is once aliases are expanded, without expanding them:
+// each anchored node is measured once and an alias costs what its anchor does.
+type expansion struct {
+	size     map[*yaml.Node]int64
+	depth    map[*yaml.Node]int
+	visiting map[*yaml.Node]bool // on the path from the field to the node being measured
+	cycle    bool                // an alias names a node that contains it
+}
+
+// measure returns the expanded size of n (the bytes of its scalars, plus two for each node,
+// roughly what it costs as JSON) and its depth (1 for a scalar).
+func (e *expansion) measure(n *yaml.Node) (size int64, depth int) {
+	n = unalias(n)
+	if s, ok := e.size[n]; ok {
+		return s, e.depth[n]
+	}
+	if e.visiting[n] {
+		// YAML lets an alias name the collection it sits in: the expansion never ends.
+		e.cycle = true
+		return 0, maxDocumentDepth + 1
+	}
+	e.visiting[n] = true
+	defer delete(e.visiting, n)
+	size = int64(len(n.Value)) + 2
+	for _, child := range n.Content {
+		s, d := e.measure(child)
+		size += s
+		if d > depth {
+			depth = d
+		}
+		if depth > maxDocumentDepth {
+			break // deep enough to refuse; walk no further
+		}
+	}
+	depth++
+	e.size[n], e.depth[n] = size, depth
+	return size, depth
+}
+
+// checkExpansion refuses a field whose YAML aliases make it larger than max bytes, or that
+// nests deeper than maxDocumentDepth. A few hundred bytes of aliases can stand for gigabytes
+// of values (the "billion laughs"), which would be held in memory, written to the journal and
+// sent in every answer; the body limit alone does not see them. Only variables can nest or
+// grow this way: every other field is a scalar or a list of scalars, which aliases cannot
+// make larger than the value they name.
+func checkExpansion(field string, node *yaml.Node, max int64) error {
+	e := &expansion{size: map[*yaml.Node]int64{}, depth: map[*yaml.Node]int{}, visiting: map[*yaml.Node]bool{}}
+	size, depth := e.measure(node)
+	switch {
+	case e.cycle:
+		return invalidf("%s: a YAML alias refers to a collection that contains it", field)
+	case depth > maxDocumentDepth:
+		return invalidf("%s: nested more than %d levels deep", field, maxDocumentDepth)
+	case max > 0 && size > max:
+		return invalidf("%s: YAML aliases expand it to more than %d bytes (twice -max-body)", field, max)
+	}
+	return nil
+}

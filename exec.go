@@ -10,17 +10,26 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // runner starts ansible-playbook for a job and captures its output line by line.
 type runner struct {
 	// playbookCmd is the ansible-playbook to run: a path, or a name looked up in PATH.
 	playbookCmd string
+	// playbookDir is -playbook-dir, real and absolute: an external playbook must still lie
+	// inside it when its job starts, not only when it was submitted.
+	playbookDir string
+	// templateVars hands job variables to Ansible as templates (-allow-jinja-in-vars); by
+	// default they are text Ansible never templates.
+	templateVars bool
 	// workRoot holds one work dir per running job (-data-dir/work).
 	workRoot string
 	// killGrace is how long a cancelled job has between SIGTERM and SIGKILL.
@@ -33,17 +42,24 @@ type runner struct {
 	// extraEnv is added to the child's environment after the allowed ones (tests use it to
 	// turn the test binary into a fake ansible-playbook).
 	extraEnv []string
+	// contain finds every process of a run, however detached, to kill what is left at its end.
+	contain *containment
+	// noteFault reports a failure to write the work dir, which lives in -data-dir, to the
+	// store's health; nil in tests that run no store.
+	noteFault func(error)
 }
 
-// pipeGrace is how long output may keep arriving after ansible-playbook has exited and its
-// process group was killed. Only a process that left the group (a daemon that called setsid)
-// can still hold the pipes then; after this grace charond stops reading rather than wait for it.
+// pipeGrace is how long output may keep arriving after ansible-playbook has exited and what
+// it left was killed. Only a process that containment missed (one that, without cgroup v2,
+// cleared its environment) can still hold the pipes then; after this grace charond stops
+// reading rather than wait for it.
 var pipeGrace = 2 * time.Second
 
 // runResult is how a run ended.
 type runResult struct {
-	exitCode int  // the process's exit code; meaningful when !killed and startErr == nil
-	killed   bool // charond signalled the process group because the run's context ended
+	exitCode int            // the process's exit code; meaningful when !killed, signal == 0 and startErr == nil
+	signal   syscall.Signal // the signal that ended the process, or 0 if it exited
+	killed   bool           // charond signalled the process group because the run's context ended
 	startErr error
 }
 
@@ -63,7 +79,7 @@ type runHooks struct {
 const eventsFD = 3
 
 // run executes the job's playbook until it exits or ctx ends, reporting to hooks. It returns
-// only after the process is reaped, its group killed, and every pipe is read.
+// only after the process is reaped, everything it started is killed, and every pipe is read.
 func (r *runner) run(ctx context.Context, job *Job, hooks runHooks) runResult {
 	workDir, err := r.prepareWorkDir(job)
 	if err != nil {
@@ -76,7 +92,9 @@ func (r *runner) run(ctx context.Context, job *Job, hooks runHooks) runResult {
 	if err != nil {
 		return runResult{startErr: err}
 	}
-	if err := cmd.Start(); err != nil {
+	scope := r.contain.enter(job.ID)
+	defer scope.remove()
+	if cmd, err = scope.start(cmd); err != nil {
 		closeAll(append(reads, writes...)...)
 		return runResult{startErr: r.explainStartError(err)}
 	}
@@ -97,19 +115,26 @@ func (r *runner) run(ctx context.Context, job *Job, hooks runHooks) runResult {
 		})
 	}()
 
-	killed := r.waitOrKill(ctx, cmd)
-	// Leftovers in the group (a playbook's background job, say) would hold the pipes open and
-	// outlive the job: kill them all now that the leader is gone.
+	killed := r.waitOrKill(ctx, cmd, scope)
+	// Leftovers (a playbook's background job, a daemon that called setsid, an async task) would
+	// outlive the job and may hold the pipes open: kill them all now that the leader is gone,
+	// before waiting for the pipes.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	scope.killAll()
 	waitReaders(&readers, pipeGrace, reads...)
 
-	return runResult{killed: killed, exitCode: cmd.ProcessState.ExitCode()}
+	res := runResult{killed: killed, exitCode: cmd.ProcessState.ExitCode()}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		res.signal = ws.Signal()
+	}
+	return res
 }
 
 // waitOrKill waits for the process to exit. If ctx ends first it sends SIGTERM to the whole
-// process group (ansible-playbook ignores SIGINT while a task runs), then SIGKILL after
-// killGrace. It reports whether it signalled.
-func (r *runner) waitOrKill(ctx context.Context, cmd *exec.Cmd) bool {
+// process group (ansible-playbook ignores SIGINT while a task runs, and cleans up on SIGTERM),
+// then after killGrace SIGKILL to the group and to everything in the run's scope, which reaches
+// a leader that left its group too. It reports whether it signalled.
+func (r *runner) waitOrKill(ctx context.Context, cmd *exec.Cmd, scope *jobScope) bool {
 	exited := make(chan struct{})
 	go func() {
 		// Owned by waitOrKill, which always receives from exited before returning.
@@ -129,6 +154,7 @@ func (r *runner) waitOrKill(ctx context.Context, cmd *exec.Cmd) bool {
 	case <-exited:
 	case <-grace.C:
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		scope.kill()
 		<-exited
 	}
 	return true
@@ -186,7 +212,7 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 	}
 	cmd := exec.Command(r.playbookCmd,
 		"-i", filepath.Join(workDir, "inventory.json"),
-		"-e", "@"+filepath.Join(workDir, "vars.json"),
+		"-e", "@"+filepath.Join(workDir, "vars.yml"),
 		playbook)
 	cmd.Dir = dir
 	cmd.Stdin = nil // /dev/null: a playbook that prompts fails instead of hanging
@@ -212,24 +238,11 @@ func (r *runner) inheritedEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if envAllowed(name, r.envAllow) {
+		if nameAllowed(name, r.envAllow) {
 			out = append(out, kv)
 		}
 	}
 	return out
-}
-
-func envAllowed(name string, allow []string) bool {
-	for _, pattern := range allow {
-		if prefix, wildcard := strings.CutSuffix(pattern, "*"); wildcard {
-			if strings.HasPrefix(name, prefix) {
-				return true
-			}
-		} else if pattern == name {
-			return true
-		}
-	}
-	return false
 }
 
 // callbackEnv enables Charon's callback plugin from dir, keeping whatever callback plugin
@@ -270,10 +283,42 @@ func (r *runner) explainStartError(err error) error {
 	return fmt.Errorf("cannot run %s: %v", r.playbookCmd, err)
 }
 
-// prepareWorkDir writes the job's inventory, variables and embedded playbook into a fresh
-// directory that only charond's user can read, since variables may hold secrets.
-func (r *runner) prepareWorkDir(job *Job) (dir string, err error) {
-	if err := os.MkdirAll(r.workRoot, 0o700); err != nil {
+// prepareWorkDir checks that the job may still run as it was accepted, then writes its
+// inventory, variables and embedded playbook into a fresh directory that only charond's user
+// can read, since variables may hold secrets.
+func (r *runner) prepareWorkDir(job *Job) (string, error) {
+	if err := r.checkStillAllowed(job.Spec); err != nil {
+		return "", fmt.Errorf("refusing to start: %w", err)
+	}
+	dir, err := r.writeWorkDir(job)
+	if err != nil && r.noteFault != nil {
+		// The work dir lives in -data-dir: a failure there is the data dir's, not the job's.
+		r.noteFault(err)
+	}
+	return dir, err
+}
+
+// checkStillAllowed checks again, when the job starts, what was checked when it was
+// submitted and may have changed since: the playbook file or a directory on its path may have
+// been swapped for a symlink to somewhere else while the job was queued, and a job queued by
+// an older charond had its host names checked by older rules.
+func (r *runner) checkStillAllowed(spec *JobSpec) error {
+	for i, host := range spec.Inventory {
+		if err := checkHost(fmt.Sprintf("inventory[%d]", i), host); err != nil {
+			return err
+		}
+	}
+	if spec.Embedded() {
+		return nil
+	}
+	_, err := resolvePlaybookPath(spec.PlaybookPath, r.playbookDir)
+	return err
+}
+
+// writeWorkDir creates the job's work dir and its files. The work root is not created with
+// its parents: if -data-dir has gone, the job fails rather than quietly making a new one.
+func (r *runner) writeWorkDir(job *Job) (dir string, err error) {
+	if err := os.Mkdir(r.workRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("create work root: %w", err)
 	}
 	dir = filepath.Join(r.workRoot, job.ID)
@@ -289,13 +334,13 @@ func (r *runner) prepareWorkDir(job *Job) (dir string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("encode inventory: %w", err)
 	}
-	vars, err := json.Marshal(job.Spec.Variables)
+	vars, err := r.varsFile(job.Spec.Variables)
 	if err != nil {
 		return "", fmt.Errorf("encode variables: %w", err)
 	}
 	files := map[string][]byte{
 		"inventory.json": inventory,
-		"vars.json":      vars,
+		"vars.yml":       vars,
 		filepath.Join("callback_plugins", callbackName+".py"): callbackPlugin,
 	}
 	if job.Spec.Embedded() {
@@ -310,6 +355,77 @@ func (r *runner) prepareWorkDir(job *Job) (dir string, err error) {
 		}
 	}
 	return dir, nil
+}
+
+// varsFile encodes the job's variables for `-e @file`. By default every string in them, keys
+// of nested mappings included, is tagged !unsafe: Ansible then treats it as text and never
+// templates it, so "{{ lookup('pipe', 'id') }}" in a value forwarded from a branch name or a
+// ticket title stays those characters. With -allow-jinja-in-vars the values are plain JSON,
+// which Ansible templates like any extra vars.
+func (r *runner) varsFile(vars map[string]any) ([]byte, error) {
+	if r.templateVars {
+		return json.Marshal(vars)
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	for _, name := range sortedKeys(vars) {
+		value, err := unsafeNode(vars[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		// Top-level names are checked identifiers (variableName): they hold no template.
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: name}, value)
+	}
+	if len(doc.Content) == 0 {
+		return []byte("{}\n"), nil
+	}
+	return yaml.Marshal(doc)
+}
+
+// unsafeNode builds the YAML node of a variable's value with every string tagged !unsafe.
+// Numbers, booleans and null keep their types: Ansible templates only strings.
+func unsafeNode(v any) (*yaml.Node, error) {
+	switch v := v.(type) {
+	case string:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!unsafe", Value: v, Style: yaml.DoubleQuotedStyle}, nil
+	case map[string]any:
+		n := &yaml.Node{Kind: yaml.MappingNode}
+		for _, k := range sortedKeys(v) {
+			key, _ := unsafeNode(k)
+			value, err := unsafeNode(v[k])
+			if err != nil {
+				return nil, err
+			}
+			n.Content = append(n.Content, key, value)
+		}
+		return n, nil
+	case []any:
+		n := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, item := range v {
+			value, err := unsafeNode(item)
+			if err != nil {
+				return nil, err
+			}
+			n.Content = append(n.Content, value)
+		}
+		return n, nil
+	}
+	n := &yaml.Node{}
+	if err := n.Encode(v); err != nil {
+		return nil, err
+	}
+	if n.Kind != yaml.ScalarNode {
+		return nil, fmt.Errorf("unexpected value of type %T", v)
+	}
+	return n, nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // inventoryFile is the job's inventory in Ansible's YAML inventory layout (written as JSON,

@@ -165,6 +165,14 @@ func fuzzCheckInventory(t *testing.T, hosts []string) {
 		case strings.IndexFunc(h, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
 			// Control characters include NUL.
 			t.Errorf("Inventory[%d] = %q holds white space or a control character", i, h)
+		case strings.Contains(h, "{{") || strings.Contains(h, "{%") || strings.Contains(h, "{#"):
+			t.Errorf("Inventory[%d] = %q holds a template marker", i, h)
+		case strings.EqualFold(h, "all") || strings.EqualFold(h, "ungrouped"):
+			t.Errorf("Inventory[%d] = %q is a built-in group", i, h)
+		case strings.IndexFunc(h, func(r rune) bool {
+			return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune(".-_:", r)
+		}) >= 0:
+			t.Errorf("Inventory[%d] = %q holds a character that is not part of a host name", i, h)
 		case seen[h]:
 			t.Errorf("Inventory[%d] = %q is listed twice", i, h)
 		}

@@ -20,7 +20,7 @@ import (
 // hostileCase is one submission and how charond must refuse it.
 type hostileCase struct {
 	name        string
-	contentType string // "" sends no Content-Type, which charond reads as YAML
+	contentType string // "" sends no Content-Type, which charond refuses with 415
 	body        string
 	status      int
 	want        string // a substring of the error message naming the field or the rule
@@ -96,6 +96,8 @@ func hostileCases(dir string) []hostileCase {
 	return []hostileCase{
 		// The body as a whole.
 		{"empty body", yamlCT, "", bad, "empty"},
+		{"no Content-Type", "", hostileYAML(), http.StatusUnsupportedMediaType, "Content-Type is missing"},
+		{"text/plain", "text/plain", hostileYAML(), http.StatusUnsupportedMediaType, "application/x-yaml"},
 		{"empty JSON body", jsonCT, "", bad, "empty"},
 		{"whitespace only", yamlCT, " \n\t\r\n  ", bad, "empty"},
 		{"comment only", yamlCT, "# nothing here\n", bad, "empty"},
@@ -191,6 +193,12 @@ func hostileCases(dir string) []hostileCase {
 		{"host with a leading dash", jsonCT, hostileJSON("inventory", `["ok", "--become"]`), bad, "inventory[1]:"},
 		{"host with a newline", jsonCT, hostileJSON("inventory", `["a\nb"]`), bad, "inventory[0]:"},
 		{"host range pattern", yamlCT, hostileYAML("inventory", `["web[1:99999999]"]`), bad, "inventory[0]:"},
+		{"host is a template", yamlCT, hostileYAML("inventory", `["{{ lookup('pipe', 'id') }}"]`), bad, "template marker"},
+		{"host is a template statement", jsonCT, hostileJSON("inventory", `["a{% raw %}b"]`), bad, "template marker"},
+		{"host is the group all", yamlCT, hostileYAML("inventory", `[web1, all]`), bad, "inventory[1]:"},
+		{"host is the group ungrouped", yamlCT, hostileYAML("inventory", `[ungrouped]`), bad, "built-in groups"},
+		{"host is a pattern", yamlCT, hostileYAML("inventory", `["web*"]`), bad, "inventory[0]:"},
+		{"host is shell text", jsonCT, hostileJSON("inventory", `["a$(id)"]`), bad, "inventory[0]:"},
 		{"host is empty", jsonCT, hostileJSON("inventory", `[""]`), bad, "inventory[0]:"},
 		{"host too long", jsonCT, hostileJSON("inventory", `["`+strings.Repeat("h", 254)+`"]`), bad, "inventory[0]:"},
 		{"too many hosts", jsonCT, hostileJSON("inventory", "["+strings.TrimSuffix(strings.Repeat(`"h",`, maxHosts+1), ",")+"]"), bad, "inventory:"},

@@ -69,6 +69,12 @@ type specLimits struct {
 	PlaybookDir    string // absolute, symlinks resolved
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
+	// MaxExpanded bounds a document's size once YAML aliases are expanded (-max-body): a small
+	// body must not become a large job.
+	MaxExpanded int64
+	// PlaybooksOnly refuses embedded playbooks and ansible_* variables not in AllowVars.
+	PlaybooksOnly bool
+	AllowVars     []string // names or prefixes ending in '*'
 }
 
 // knownFields are the fields of a job document, in the order the seed writes them.
@@ -139,11 +145,11 @@ func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
 	case "description":
 		s.Description, err = stringField(name, node, 4096)
 	case "playbook":
-		err = s.setPlaybook(node, lim.PlaybookDir)
+		err = s.setPlaybook(node, lim)
 	case "inventory":
 		s.Inventory, err = parseInventory(node)
 	case "variables":
-		s.Variables, err = parseVariables(node)
+		s.Variables, err = parseVariables(node, lim)
 	case "priority":
 		s.Priority, err = parsePriority(node)
 	case "timeout":
@@ -173,7 +179,7 @@ const maxPlaybookBytes = 16 << 20
 
 // setPlaybook tells an embedded playbook (text with a newline) from a path (one line) and
 // validates whichever it is.
-func (s *JobSpec) setPlaybook(node *yaml.Node, playbookDir string) error {
+func (s *JobSpec) setPlaybook(node *yaml.Node, lim specLimits) error {
 	text, err := stringField("playbook", node, maxPlaybookBytes)
 	if err != nil {
 		return err
@@ -183,9 +189,12 @@ func (s *JobSpec) setPlaybook(node *yaml.Node, playbookDir string) error {
 	}
 	s.Playbook = text
 	if strings.Contains(text, "\n") {
+		if lim.PlaybooksOnly {
+			return apiErrorf(errForbidden, "playbook: embedded playbooks are refused: charond runs with -playbooks-only, so a job names a playbook file inside -playbook-dir")
+		}
 		return checkEmbeddedPlaybook(text)
 	}
-	s.PlaybookPath, err = resolvePlaybookPath(strings.TrimSpace(text), playbookDir)
+	s.PlaybookPath, err = resolvePlaybookPath(strings.TrimSpace(text), lim.PlaybookDir)
 	return err
 }
 
@@ -292,10 +301,18 @@ func parseInventory(node *yaml.Node) ([]string, error) {
 	return hosts, nil
 }
 
+// checkHost refuses what would make a host name more than a name to Ansible. Host names reach
+// playbooks as inventory_hostname, which Ansible templates: "{{ lookup('pipe', ...) }}" as a
+// host name runs a command on the controller. So beyond the cases with their own message, a
+// host name may hold only letters, digits, '.', '-', '_' and ':' (IPv6 addresses, host:port).
 func checkHost(field, host string) error {
 	switch {
 	case host == "":
 		return invalidf("%s: host name is empty", field)
+	case hasTemplateMarker(host):
+		return invalidf("%s: host name %q holds a template marker ({{, {%% or {#): host names are data, and Ansible would run it as a template", field, host)
+	case reservedGroups[strings.ToLower(host)]:
+		return invalidf("%s: %q is the name of one of Ansible's built-in groups (all, ungrouped), not a host", field, host)
 	case strings.HasPrefix(host, "-"):
 		return invalidf("%s: host name %q must not start with '-'", field, host)
 	case strings.ContainsAny(host, ","):
@@ -305,8 +322,24 @@ func checkHost(field, host string) error {
 		return invalidf("%s: host name %q must not contain [ or ]: Ansible would expand it as a range of hosts", field, host)
 	case strings.IndexFunc(host, isSpaceOrControl) >= 0:
 		return invalidf("%s: host name %q must not contain white space or control characters", field, host)
+	case strings.IndexFunc(host, notHostNameRune) >= 0:
+		return invalidf("%s: host name %q holds %q: a host name may hold only letters, digits, '.', '-', '_' and ':' (patterns and templates are not names)",
+			field, host, string(host[strings.IndexFunc(host, notHostNameRune)]))
 	}
 	return nil
+}
+
+// reservedGroups are the groups every Ansible inventory has; a host of that name would only
+// fail inside Ansible, or be read as the group.
+var reservedGroups = map[string]bool{"all": true, "ungrouped": true}
+
+// hasTemplateMarker reports whether s opens a Jinja expression, statement or comment.
+func hasTemplateMarker(s string) bool {
+	return strings.Contains(s, "{{") || strings.Contains(s, "{%") || strings.Contains(s, "{#")
+}
+
+func notHostNameRune(r rune) bool {
+	return !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '-' || r == '_' || r == ':')
 }
 
 func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
@@ -316,12 +349,16 @@ var variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // parseVariables reads the extra variables. Their values keep their YAML types (numbers stay
 // numbers) because they reach ansible-playbook as a JSON file.
-func parseVariables(node *yaml.Node) (map[string]any, error) {
+func parseVariables(node *yaml.Node, lim specLimits) (map[string]any, error) {
 	if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
 		return map[string]any{}, nil
 	}
 	if node.Kind != yaml.MappingNode {
 		return nil, invalidf("variables: must be a mapping of names to values, not a %s (line %d)", nodeKindName(node), node.Line)
+	}
+	// Decoding expands aliases: bound what it would build before building it.
+	if err := checkExpansion("variables", node, lim.MaxExpanded); err != nil {
+		return nil, err
 	}
 	var raw map[string]any
 	if err := node.Decode(&raw); err != nil {
@@ -331,12 +368,38 @@ func parseVariables(node *yaml.Node) (map[string]any, error) {
 		if !variableName.MatchString(name) {
 			return nil, invalidf("variables: %s is not a valid Ansible variable name (letters, digits and _, not starting with a digit)", quoteField(name))
 		}
+		if lim.PlaybooksOnly && isAnsibleSetting(name) && !nameAllowed(name, lim.AllowVars) {
+			return nil, apiErrorf(errForbidden, "variables: %s is refused: charond runs with -playbooks-only, and variables named ansible_* "+
+				"choose what runs (interpreters, shells, connections and their commands); the operator can allow it with -allow-vars", name)
+		}
 	}
 	vars, err := jsonCompatible("variables", raw)
 	if err != nil {
 		return nil, err
 	}
 	return vars.(map[string]any), nil
+}
+
+// isAnsibleSetting reports whether a variable name is in Ansible's own namespace, where
+// ansible_python_interpreter, ansible_shell_executable, ansible_become_exe, ansible_connection,
+// ansible_ssh_common_args (ProxyCommand) and every connection plugin's options live. The set
+// grows with each plugin, so the prefix is the only list that stays complete.
+func isAnsibleSetting(name string) bool {
+	return strings.HasPrefix(strings.ToLower(name), "ansible_")
+}
+
+// nameAllowed reports whether name is one of the patterns: exact names, or prefixes ending in '*'.
+func nameAllowed(name string, patterns []string) bool {
+	for _, pattern := range patterns {
+		if prefix, wildcard := strings.CutSuffix(pattern, "*"); wildcard {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if pattern == name {
+			return true
+		}
+	}
+	return false
 }
 
 // jsonCompatible converts decoded YAML into values encoding/json can write: maps with

@@ -103,7 +103,8 @@ func decodePluginEvent(line []byte) (ev pluginEvent, ok bool) {
 
 // redact masks secret values in every text field of the event.
 func (f *eventFields) redact(r *redactor) {
-	for _, s := range []*string{&f.Playbook, &f.Play, &f.Task, &f.Action, &f.Host, &f.Msg, &f.Item} {
+	// Host names are not masked: they are the job's own inventory, shown with the job.
+	for _, s := range []*string{&f.Playbook, &f.Play, &f.Task, &f.Action, &f.Msg, &f.Item} {
 		*s = r.apply(*s)
 	}
 }
@@ -198,51 +199,101 @@ func isSecretName(name string) bool {
 	return false
 }
 
-// maskVariables returns the variables with the value of every secret one replaced by masked,
-// for showing a job.
+// maskVariables returns a copy of the variables in which the value of every secret one, at
+// any depth (db: {password: ...} too), is replaced by masked, for showing a job.
 func maskVariables(vars map[string]any) map[string]any {
-	out := make(map[string]any, len(vars))
-	for k, v := range vars {
-		if isSecretName(k) {
-			v = masked
-		}
-		out[k] = v
-	}
-	return out
+	return maskValue(vars).(map[string]any)
 }
+
+func maskValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, item := range v {
+			if isSecretName(k) {
+				out[k] = masked
+			} else {
+				out[k] = maskValue(item)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, item := range v {
+			out[i] = maskValue(item)
+		}
+		return out
+	}
+	return v
+}
+
+// storedVariablesLocked is what the journal keeps of the job's variables: all of them while the
+// job may still run, since a restart needs them; once it has ended, the secret ones masked, so
+// the store does not keep secrets for the job's whole retention. j.mu is held.
+func (j *Job) storedVariablesLocked() map[string]any {
+	if j.status.Final() {
+		return maskVariables(j.Spec.Variables)
+	}
+	return j.Spec.Variables
+}
+
+// hasSecrets reports whether any variable, at any depth, has a secret name.
+func hasSecrets(v any) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, item := range v {
+			if isSecretName(k) || hasSecrets(item) {
+				return true
+			}
+		}
+	case []any:
+		for _, item := range v {
+			if hasSecrets(item) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// minMaskedLen is the shortest secret value masked inside free text. Masking a value such as
+// "1", "true" or "root" wherever it appears would garble every message and recap, and hide
+// nothing: a value that short is no secret from anyone who guesses.
+const minMaskedLen = 6
 
 // redactor replaces the values of a job's secret variables wherever they appear in text.
 type redactor struct {
 	replacer *strings.Replacer
 }
 
-// newRedactor collects the text of every secret variable's value (each scalar inside a
-// list or map too).
-func newRedactor(vars map[string]any) *redactor {
+// newRedactor collects the text of every value under a secret name, at any depth (each scalar
+// inside a list or map too). Values shorter than minMaskedLen are left out, and so are the
+// public texts (the job's host names, which the job shows openly anyway).
+func newRedactor(vars map[string]any, public ...string) *redactor {
+	shown := make(map[string]bool, len(public))
+	for _, h := range public {
+		shown[h] = true
+	}
 	var secrets []string
-	var collect func(v any)
-	collect = func(v any) {
+	var collect func(v any, secret bool)
+	collect = func(v any, secret bool) {
 		switch v := v.(type) {
 		case map[string]any:
-			for _, item := range v {
-				collect(item)
+			for k, item := range v {
+				collect(item, secret || isSecretName(k))
 			}
 		case []any:
 			for _, item := range v {
-				collect(item)
+				collect(item, secret)
 			}
 		case nil:
 		default:
-			if s := fmt.Sprint(v); s != "" {
+			if s := fmt.Sprint(v); secret && len(s) >= minMaskedLen && !shown[s] {
 				secrets = append(secrets, s)
 			}
 		}
 	}
-	for k, v := range vars {
-		if isSecretName(k) {
-			collect(v)
-		}
-	}
+	collect(vars, false)
 	if len(secrets) == 0 {
 		return &redactor{}
 	}
@@ -275,7 +326,7 @@ type runEvents struct {
 }
 
 func newRunEvents(job *Job, now func() time.Time, log *slog.Logger) *runEvents {
-	return &runEvents{job: job, redact: newRedactor(job.Spec.Variables), now: now, log: log}
+	return &runEvents{job: job, redact: newRedactor(job.Spec.Variables, job.Spec.Inventory...), now: now, log: log}
 }
 
 // pluginLine handles one line from the plugin's pipe.

@@ -243,11 +243,11 @@ func TestPluginEventHandling(t *testing.T) {
 	events, _, _ := openEventLog(filepath.Join(dir, "e"), "job_event")
 	defer logs.release()
 	defer events.release()
-	job := &Job{ID: "j1", Spec: &JobSpec{Variables: map[string]any{"secret": "pa55"}}, logs: logs, events: events}
+	job := &Job{ID: "j1", Spec: &JobSpec{Variables: map[string]any{"secret": "pa55w0rd"}}, logs: logs, events: events}
 	re := newRunEvents(job, func() time.Time { return time.Unix(0, 0) }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, line := range []string{
 		`{"event": "charon_callback_loaded"}`,
-		`{"event": "runner_on_failed", "play": "p", "task": "t", "host": "h1", "msg": "bad pa55", "changed": false}`,
+		`{"event": "runner_on_failed", "play": "p", "task": "t", "host": "h1", "msg": "bad pa55w0rd", "changed": false}`,
 		`{"event": "runner_item_on_ok", "task": "t", "host": "h1", "item": "x", "changed": true}`,
 		`{"event": "something_unknown"}`,
 		`not json`,
