@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 )
@@ -133,4 +134,116 @@ func (s *server) allowedOrigin(origin string) string {
 		}
 	}
 	return ""
+}
+
+// minTokenBytes is the shortest token charond accepts: 16 random bytes resist guessing over
+// the network for good, and a hex or base64 encoding of them is longer still.
+const minTokenBytes = 16
+
+// checkToken refuses a token that could not be presented in an Authorization header, or is
+// short enough to guess. An empty token means no authentication and is not checked here.
+func checkToken(token string) error {
+	if token == "" {
+		return nil
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("the token holds a space, control or non-ASCII byte at offset %d: a bearer token must be printable ASCII without spaces (for example the output of `openssl rand -hex 32`)", i)
+		}
+	}
+	if len(token) < minTokenBytes {
+		return fmt.Errorf("the token is %d bytes long: use at least %d (for example the output of `openssl rand -hex 32`)", len(token), minTokenBytes)
+	}
+	return nil
+}
+
+// hostGuard answers only requests whose Host header names this server. A page on a hostile
+// site can make its own name resolve to 127.0.0.1 (DNS rebinding) and so become same-origin
+// with charond; its requests still carry that name in Host, and are refused here.
+type hostGuard struct {
+	names map[string]bool // lower-case host names without port; nil: any host is answered
+}
+
+// loopbackNames are the names of this machine that a browser can only reach locally.
+var loopbackNames = []string{"localhost", "127.0.0.1", "::1"}
+
+// newHostGuard builds the guard for a server listening on addr: on loopback it answers the
+// loopback names and the extra ones; elsewhere, only the extra ones plus loopback when some
+// are given, and any host when none are (charond cannot know the names it is reached by).
+func newHostGuard(addr string, extra []string) hostGuard {
+	if !isLoopback(addr) && len(extra) == 0 {
+		return hostGuard{}
+	}
+	g := hostGuard{names: map[string]bool{}}
+	for _, n := range append(append([]string{}, loopbackNames...), extra...) {
+		g.names[hostOnly(n)] = true
+	}
+	return g
+}
+
+// hostOnly lower-cases a Host value and drops its port, the brackets of an IPv6 address and a
+// trailing dot, so that every spelling of one name compares equal.
+func hostOnly(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// allows reports whether a request's Host may be answered.
+func (g hostGuard) allows(host string) bool {
+	return g.names == nil || g.names[hostOnly(host)]
+}
+
+// guardHost wraps the whole server: a request for a host charond does not answer for gets
+// 421 before anything else runs, CORS and authentication included.
+func (s *server) guardHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hosts.allows(r.Host) {
+			s.writeError(w, r, apiErrorf(errMisdirected,
+				"Host %q is not a name charond answers to: use localhost, 127.0.0.1 or [::1], or add the name with -allowed-hosts", r.Host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuseCrossSite refuses every request that changes something (any method but GET, HEAD and
+// OPTIONS) when a browser says it comes from a page of another origin. A page may send a POST
+// to any address without asking (an HTML form, fetch with mode no-cors); only the Origin and
+// Sec-Fetch-Site headers, which the page cannot forge, tell. curl, scripts and the client send
+// neither and are not affected.
+func (s *server) refuseCrossSite(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		if origin := r.Header.Get("Origin"); origin != "" {
+			if !sameOrigin(origin, r.Host) && s.allowedOrigin(origin) == "" {
+				s.writeError(w, r, apiErrorf(errForbidden,
+					"cross-origin request refused: a page from %s may not %s %s; only charond's own origin and those in -cors-origins may", origin, r.Method, r.URL.Path))
+				return
+			}
+		} else if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+			s.writeError(w, r, apiErrorf(errForbidden,
+				"cross-site request refused: the browser marks this %s as Sec-Fetch-Site: %s and it carries no Origin", r.Method, site))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin reports whether a browser's Origin names the host the request was sent to. The
+// Host has already passed checkHost. The scheme is not compared: behind a TLS proxy the page
+// is https while charond itself is plain http, and browsers leave default ports out of both.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return false // "null" (a sandboxed or file: page) among them
+	}
+	return strings.EqualFold(u.Host, host)
 }

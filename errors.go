@@ -20,6 +20,9 @@ const (
 	errNotAllowed                    // 405
 	errUnauthorized                  // 401: no valid bearer token
 	errTooMany                       // 429: the queue is full
+	errForbidden                     // 403: refused by policy (a cross-site page, -playbooks-only)
+	errMisdirected                   // 421: the Host header names a host charond does not answer for
+	errTimeout                       // 408: the request body did not arrive in time
 )
 
 // apiError is an error whose message is written for the client.
@@ -68,6 +71,12 @@ func httpStatus(err error) (int, string) {
 		return http.StatusUnauthorized, ae.msg
 	case errTooMany:
 		return http.StatusTooManyRequests, ae.msg
+	case errForbidden:
+		return http.StatusForbidden, ae.msg
+	case errMisdirected:
+		return http.StatusMisdirectedRequest, ae.msg
+	case errTimeout:
+		return http.StatusRequestTimeout, ae.msg
 	}
 	return http.StatusInternalServerError, "internal error"
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -37,6 +38,8 @@ type server struct {
 	corsOrigins    []string // exact origins, or "*"
 	ansibleVersion string   // what `ansible-playbook --version` said, or why it could not run
 	workers        int
+	hosts          hostGuard     // the Host names answered
+	bodyTimeout    time.Duration // how long a request body may take to arrive (streams excepted)
 }
 
 // routes registers every endpoint. Each path also gets a method-less pattern that answers 405
@@ -55,7 +58,24 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.cors(s.requireToken(canonicalPaths(mux)))
+	return s.boundBodyTime(s.guardHost(s.cors(s.refuseCrossSite(s.requireToken(canonicalPaths(mux))))))
+}
+
+// boundBodyTime gives every request that has a body -read-body-timeout to deliver it, so a
+// client that trickles one in cannot hold a connection and a goroutine for ever, whatever
+// answer it gets (a refusal too: the server reads what is left of a body before it reuses a
+// connection). A request without a body gets no deadline: once its body is read, the server
+// watches the connection for the client going away, and a deadline would end the request's
+// context in the middle of a long answer; for the same reason a stream lifts it when it
+// starts. (The server's own ReadTimeout has that flaw for every request.) The server sets the
+// deadline anew for the next request on the connection.
+func (s *server) boundBodyTime(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 { // -1: chunked, length unknown
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // canonicalPaths answers a path with `..`, `.` or doubled slashes with a JSON 404, where the
@@ -96,7 +116,13 @@ func (s *server) handle(mux *http.ServeMux, path string, byMethod map[string]htt
 	})
 }
 
+// health answers 200 {"status":"ok"}, or 503 {"status":"unhealthy","error":...} while the
+// data dir is unusable and charond refuses new jobs.
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	if err := s.sched.store.unavailable(); err != nil {
+		s.writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": err.Error()})
+		return
+	}
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
 }
 
@@ -108,14 +134,18 @@ func (s *server) info(w http.ResponseWriter, r *http.Request) {
 		"workers":                  s.workers,
 		"queued":                   queued,
 		"running":                  running,
+		"containment":              s.sched.runner.contain.info(),
 	})
 }
 
-// yamlTypes and jsonTypes are the accepted Content-Types of a job submission.
+// yamlTypes and jsonTypes are the accepted Content-Types of a job submission. None of them
+// is one a browser lets a page of another origin send without a CORS preflight.
 var (
 	yamlTypes = map[string]bool{"application/x-yaml": true, "application/yaml": true, "text/yaml": true, "text/x-yaml": true}
 	jsonTypes = map[string]bool{"application/json": true}
 )
+
+const acceptedTypes = "application/x-yaml, application/yaml, text/yaml or application/json"
 
 func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	isJSON, err := submissionFormat(r.Header.Get("Content-Type"))
@@ -128,6 +158,8 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			err = apiErrorf(errTooLarge, "request body is larger than %d bytes (-max-body)", s.maxBody)
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = apiErrorf(errTimeout, "request body did not arrive within %s (-read-body-timeout)", s.bodyTimeout)
 		} else {
 			err = invalidf("cannot read request body: %v", err)
 		}
@@ -149,11 +181,12 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, newJobView(job, queued, true))
 }
 
-// submissionFormat tells YAML from JSON by Content-Type. A missing type is read as YAML, the
-// seed's format, of which JSON is a subset.
+// submissionFormat tells YAML from JSON by Content-Type. A missing type is refused, and so is
+// every type a web page may send without asking (text/plain and the form encodings): a job
+// is code, and a cross-site page must not be able to submit one.
 func submissionFormat(contentType string) (isJSON bool, err error) {
 	if contentType == "" {
-		return false, nil
+		return false, apiErrorf(errUnsupported, "Content-Type is missing: send the job as %s", acceptedTypes)
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
@@ -165,7 +198,7 @@ func submissionFormat(contentType string) (isJSON bool, err error) {
 	case jsonTypes[mt]:
 		return true, nil
 	}
-	return false, apiErrorf(errUnsupported, "Content-Type %s is not supported: send the job as application/x-yaml, application/yaml, text/yaml or application/json", mt)
+	return false, apiErrorf(errUnsupported, "Content-Type %s is not supported: send the job as %s", mt, acceptedTypes)
 }
 
 func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
@@ -334,6 +367,8 @@ func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, what str
 		return
 	}
 	defer s.openStreams.Add(-1)
+	// A stream reads no body and lasts as long as its job: only its writes have deadlines.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if err := serveStream(w, r, job, pick(job), what, s.stream); err != nil {
 		s.writeError(w, r, err)
 	}

@@ -756,6 +756,7 @@ func TestAPICORS(t *testing.T) {
 			td.srv.corsOrigins = tt.origins
 			h := td.srv.routes()
 			req := httptest.NewRequest(tt.method, tt.path, nil)
+			req.Host = "localhost:8080" // a name charond answers to (httptest's default is example.com)
 			if tt.origin != "" {
 				req.Header.Set("Origin", tt.origin)
 			}

@@ -50,6 +50,11 @@ type config struct {
 	ReadHeaderTime  time.Duration
 	IdleTimeout     time.Duration
 	MaxHeaderBytes  int
+	ReadBodyTimeout time.Duration
+	AllowedHosts    string
+	PlaybooksOnly   bool
+	AllowVars       string
+	AllowJinjaVars  bool
 	ShowVersion     bool
 }
 
@@ -128,6 +133,22 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"How long an idle keep-alive connection stays open between requests.")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 64<<10,
 		"Largest request header block accepted, in bytes.")
+	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second,
+		"How long a client may take to send a request body (streams excepted); a slower one gets 408.")
+	fs.StringVar(&c.AllowedHosts, "allowed-hosts", env("CHARON_ALLOWED_HOSTS", ""),
+		"Comma-separated host names that requests may name in their Host header besides localhost, 127.0.0.1 and [::1] "+
+			"(the name a reverse proxy passes on, say). Others get 421, which stops DNS rebinding. "+
+			"When -addr is not loopback and this is empty, any Host is answered. Env CHARON_ALLOWED_HOSTS.")
+	fs.BoolVar(&c.PlaybooksOnly, "playbooks-only", false,
+		"For untrusted submitters: refuse embedded playbooks (403), so jobs can only run the playbooks in -playbook-dir, "+
+			"and refuse variables named ansible_* (which choose interpreters, shells, connections and their commands) "+
+			"unless -allow-vars names them.")
+	fs.StringVar(&c.AllowVars, "allow-vars", env("CHARON_ALLOW_VARS", ""),
+		"With -playbooks-only: comma-separated ansible_* variable names that jobs may still set (a trailing * matches a prefix), "+
+			"such as ansible_user,ansible_port. Env CHARON_ALLOW_VARS.")
+	fs.BoolVar(&c.AllowJinjaVars, "allow-jinja-in-vars", false,
+		"Let Ansible template the values of job variables ({{ }} runs there, lookups included). "+
+			"By default they are handed over as text Ansible never templates (YAML !unsafe), like AWX's launch-time extra vars.")
 	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -152,8 +173,12 @@ func (c *config) validate() error {
 		return errors.New("-max-body and -max-line must be at least 1")
 	case c.Retention <= 0 || c.MaxJobs < 1 || c.DrainTimeout < 0:
 		return errors.New("-retention and -max-jobs must be positive; -drain-timeout must not be negative")
-	case c.MaxQueue < 1 || c.MaxStreams < 1 || c.MaxHeaderBytes < 1 || c.ReadHeaderTime <= 0 || c.IdleTimeout <= 0:
-		return errors.New("-max-queue, -max-streams, -max-header-bytes, -read-header-timeout and -idle-timeout must be positive")
+	case c.MaxQueue < 1 || c.MaxStreams < 1 || c.MaxHeaderBytes < 1 || c.ReadHeaderTime <= 0 || c.IdleTimeout <= 0 || c.ReadBodyTimeout <= 0:
+		return errors.New("-max-queue, -max-streams, -max-header-bytes, -read-header-timeout, -read-body-timeout and -idle-timeout must be positive")
+	case c.PlaybooksOnly && c.AllowJinjaVars:
+		return errors.New("-allow-jinja-in-vars lets a variable run commands through lookups, which -playbooks-only exists to prevent: use one or the other")
+	case c.AllowVars != "" && !c.PlaybooksOnly:
+		return errors.New("-allow-vars only means something with -playbooks-only: without it every variable is allowed")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("-tls-cert and -tls-key go together: give both or neither")
 	}
@@ -185,9 +210,8 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Token = token
-	if !isLoopback(cfg.Addr) && cfg.Token == "" && !cfg.InsecureNoAuth {
-		return fmt.Errorf("refusing to listen on %s without a token: anyone who can reach it could run playbooks; "+
-			"set CHARON_TOKEN or -token-file, or pass -insecure-no-auth", cfg.Addr)
+	if err := checkAuthSettings(cfg); err != nil {
+		return err
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -202,6 +226,28 @@ func run(args []string) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	return d.serve(ctx, ln)
+}
+
+// checkAuthSettings refuses settings that would let anyone who can reach charond, or any web
+// page its user opens, run playbooks.
+func checkAuthSettings(cfg *config) error {
+	if err := checkToken(cfg.Token); err != nil {
+		return err
+	}
+	if cfg.Token != "" || cfg.InsecureNoAuth {
+		return nil
+	}
+	if !isLoopback(cfg.Addr) {
+		return fmt.Errorf("refusing to listen on %s without a token: anyone who can reach it could run playbooks; "+
+			"set CHARON_TOKEN or -token-file, or pass -insecure-no-auth", cfg.Addr)
+	}
+	for _, o := range splitList(cfg.CORSOrigins) {
+		if o == "*" {
+			return errors.New("refusing -cors-origins * without a token: every web page the user opens could run playbooks; " +
+				"list the origins, set CHARON_TOKEN or -token-file, or pass -insecure-no-auth")
+		}
+	}
+	return nil
 }
 
 // daemon is charond wired together: scheduler, HTTP server and settings.
@@ -228,11 +274,16 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		return nil, fmt.Errorf("-data-dir: %w", err)
 	}
 	r := &runner{
-		envAllow:    splitList(cfg.EnvAllow),
-		playbookCmd: cfg.AnsiblePlaybook,
-		workRoot:    filepath.Join(dataDir, "work"),
-		killGrace:   cfg.KillGrace,
-		maxLine:     cfg.MaxLine,
+		playbookDir:  playbookDir,
+		templateVars: cfg.AllowJinjaVars,
+		envAllow:     splitList(cfg.EnvAllow),
+		playbookCmd:  cfg.AnsiblePlaybook,
+		workRoot:     filepath.Join(dataDir, "work"),
+		killGrace:    cfg.KillGrace,
+		maxLine:      cfg.MaxLine,
+		// Before restore: it sweeps the job cgroups a crashed charond on this data dir left.
+		contain:   newContainment(dataDir, logger),
+		noteFault: st.noteFault,
 	}
 	sched := newScheduler(r, st, logger)
 	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
@@ -241,9 +292,10 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	}
 	stopping := make(chan struct{})
 	srv := &server{
-		sched:   sched,
-		log:     logger,
-		limits:  specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout},
+		sched: sched,
+		log:   logger,
+		limits: specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars)},
 		maxBody: cfg.MaxBody,
 		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,
 			Stopping: stopping, Log: logger},
@@ -251,6 +303,8 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		workers:     cfg.Workers,
 		token:       cfg.Token,
 		maxStreams:  int64(cfg.MaxStreams),
+		hosts:       newHostGuard(cfg.Addr, splitList(cfg.AllowedHosts)),
+		bodyTimeout: cfg.ReadBodyTimeout,
 	}
 	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv, stopping: stopping}, nil
 }
@@ -299,6 +353,9 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 	}()
 	// Pruning ends before the store closes.
 	defer func() { stopPruning(); <-pruneDone }()
+	// So does the data dir probe, whose recovery rewrites the journal.
+	stopProbe := d.sched.startStoreProbe(storeProbeInterval)
+	defer stopProbe()
 	httpSrv := &http.Server{
 		Handler: d.srv.routes(),
 		// Slow clients may not hold a connection open before sending their headers...
@@ -317,7 +374,7 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 		if d.cfg.TLSCert != "" {
 			served <- httpSrv.ServeTLS(ln, d.cfg.TLSCert, d.cfg.TLSKey)
 		} else {
-			served <- httpSrv.Serve(ln)
+			served <- httpSrv.Serve(jsonErrorListener{ln})
 		}
 	}()
 	select {
@@ -327,6 +384,7 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
 	}
 	stopPruning()
 	<-pruneDone
+	stopProbe()
 	d.shutdown(httpSrv)
 	return nil
 }

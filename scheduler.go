@@ -80,6 +80,9 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	if closed {
 		return nil, jobState{}, apiErrorf(errUnavailable, "charond is shutting down and accepts no new jobs")
 	}
+	if err := s.store.unavailable(); err != nil {
+		return nil, jobState{}, err
+	}
 	// Checked before the job is saved, so concurrent submissions may pass it together and
 	// exceed the limit by a few; the limit is there to bound memory, not to count exactly.
 	if queued >= s.maxQueue {
@@ -94,8 +97,16 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 	job.message = queuedMessage(spec.Priority)
 	rec := job.recordLocked()
 	job.mu.Unlock()
+	// The job is in memory before its record is saved, as every change is, so that a
+	// compaction meanwhile writes it too; it is queued only once saved.
+	s.mu.Lock()
+	s.addLocked(job)
+	s.mu.Unlock()
 	if err := s.store.save(rec); err != nil {
-		return nil, jobState{}, fmt.Errorf("save job: %w", err)
+		s.mu.Lock()
+		s.forgetLocked(job)
+		s.mu.Unlock()
+		return nil, jobState{}, s.store.saveFailed(fmt.Errorf("save job: %w", err))
 	}
 	// The "queued" event can be rebuilt from the saved record, so it is published now and
 	// written with the job's first other event: accepting a job creates no file.
@@ -103,7 +114,6 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.addLocked(job)
 	s.queue.add(job)
 	s.wakeup.Signal()
 	return job, s.stateLocked(job), nil
@@ -231,6 +241,11 @@ func outcome(ctx context.Context, res runResult) (Status, *int, string) {
 		}
 		return StatusCancelled, nil, "Job cancelled"
 	}
+	if res.signal != 0 {
+		// No exit code: the process never exited. SIGKILL from outside charond is most often
+		// the kernel's out-of-memory killer; SIGSEGV or SIGABRT, a crash of Python itself.
+		return StatusFailed, nil, fmt.Sprintf("ansible-playbook was killed by signal %d (%s)", int(res.signal), res.signal)
+	}
 	code := res.exitCode
 	if code == 0 {
 		return StatusCompleted, &code, "Job finished successfully"
@@ -265,6 +280,13 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 	}
 	if err := s.store.save(rec); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
+	}
+	if hasSecrets(job.Spec.Variables) {
+		// The journal still holds the records written while the job was queued and running,
+		// secrets in clear; rewriting it leaves only the ended record, which masks them.
+		if err := s.compact(); err != nil {
+			s.log.Error("compact journal to drop an ended job's secrets", "job", job.ID, "err", err)
+		}
 	}
 }
 
@@ -449,6 +471,7 @@ func (s *scheduler) shutdown(ctx context.Context, drain time.Duration) error {
 
 // close releases the store's files once the workers are gone.
 func (s *scheduler) close() {
+	s.runner.contain.close() // kills what outlived the shutdown timeout; removes charond's cgroup
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, job := range s.order {

@@ -244,7 +244,7 @@ func TestStuckClientDoesNotSlowJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n", id)
+	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n", id)
 	waitSubscribers(t, job.logs, 1)
 	open()
 	td.waitStatus(t, id, StatusCompleted)
@@ -280,7 +280,7 @@ func TestStuckClientIsDroppedAfterWriteTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n", id)
+	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n", id)
 	waitSubscribers(t, job.logs, 1)
 	deadline := time.Now().Add(10 * time.Second)
 	for job.logs.subscriberCount() > 0 {
