@@ -535,6 +535,7 @@ type Job struct {
 	pgid       int               // the process group of its run, once started
 	version    uint64            // of its stored record; each save is a new version
 	summary    *jobSummary       // from the callback plugin's events; nil until the first
+	ending     bool              // finish has begun: its streams are closing, its status follows
 }
 
 // newJobID returns a random id in the 8-4-4-4-12 hex form the seed's examples show.

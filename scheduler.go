@@ -130,12 +130,7 @@ func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
 // queuedEvent is a job's first event. It is built from what the job's record holds, so that a
 // restart rebuilds it exactly.
 func queuedEvent(job *Job) []byte {
-	payload, err := json.Marshal(statusEvent{Type: "status_changed", JobID: job.ID, Status: StatusQueued,
-		Message: queuedMessage(job.Spec.Priority), Timestamp: job.CreatedAt.UTC()})
-	if err != nil {
-		panic("encoding a status event cannot fail: " + err.Error())
-	}
-	return payload
+	return statusPayload(job.ID, StatusQueued, queuedMessage(job.Spec.Priority), job.CreatedAt)
 }
 
 func queuedMessage(priority int) string { return fmt.Sprintf("Job queued with priority %d", priority) }
@@ -253,22 +248,21 @@ func outcome(ctx context.Context, res runResult) (Status, *int, string) {
 	return StatusFailed, &code, exitMessage(code)
 }
 
-// finish moves a job to its final status, closes its streams (which sends `completed` to
-// every client once it has everything before it) and saves it. It does nothing to a job that
-// has already ended.
+// finish moves a job to its final status. Its streams are closed first, which sends
+// `completed` to every client once it has everything before it, and only then does the final
+// status show: whoever sees the job ended finds its streams ended too. Then the record is
+// saved. It does nothing to a job that has ended or is ending.
 func (s *scheduler) finish(job *Job, status Status, exitCode *int, message string) {
 	at := s.now().UTC()
 	job.mu.Lock()
-	if job.status.Final() {
+	if job.status.Final() || job.ending {
 		job.mu.Unlock()
 		return
 	}
-	job.status, job.finishedAt, job.exitCode = status, at, exitCode
-	ev := job.statusEventLocked(at, message)
-	rec := job.recordLocked()
+	job.ending = true
 	job.mu.Unlock()
 
-	if err := job.events.appendData(ev); err != nil {
+	if err := job.events.appendData(statusPayload(job.ID, status, message, at)); err != nil {
 		s.log.Error("record final status event", "job", job.ID, "err", err)
 	}
 	end := streamEnd{Status: status, ExitCode: exitCode}
@@ -278,6 +272,10 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 			s.log.Error("flush job log", "job", job.ID, "err", err)
 		}
 	}
+	job.mu.Lock()
+	job.status, job.finishedAt, job.exitCode, job.message = status, at, exitCode, message
+	rec := job.recordLocked()
+	job.mu.Unlock()
 	if err := s.store.save(rec); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
 	}
@@ -494,7 +492,12 @@ type statusEvent struct {
 // current status; j.mu is held.
 func (j *Job) statusEventLocked(at time.Time, message string) []byte {
 	j.message = message
-	payload, err := json.Marshal(statusEvent{Type: "status_changed", JobID: j.ID, Status: j.status, Message: message, Timestamp: at.UTC()})
+	return statusPayload(j.ID, j.status, message, at)
+}
+
+// statusPayload encodes a status_changed event.
+func statusPayload(jobID string, status Status, message string, at time.Time) []byte {
+	payload, err := json.Marshal(statusEvent{Type: "status_changed", JobID: jobID, Status: status, Message: message, Timestamp: at.UTC()})
 	if err != nil {
 		panic("encoding a status event cannot fail: " + err.Error())
 	}
