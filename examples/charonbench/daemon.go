@@ -330,8 +330,10 @@ func fakeRunnerSetup() (daemonOptions, error) {
 	}
 	return daemonOptions{
 		runner: self,
-		flags:  []string{"-env-allow", "PATH,HOME,CHARONBENCH_*"},
-		env:    []string{runnerEnv + "=1"},
+		// -allow-jinja-in-vars makes charond write the variables as JSON, which the fake runner
+		// reads with the standard library (by default they are YAML with !unsafe tags).
+		flags: []string{"-env-allow", "PATH,HOME,CHARONBENCH_*", "-allow-jinja-in-vars"},
+		env:   []string{runnerEnv + "=1"},
 	}, nil
 }
 
