@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -348,5 +349,39 @@ func TestServerErrorsAreJSON(t *testing.T) {
 				t.Errorf("answer %d %q %q, want a JSON error", resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 			}
 		})
+	}
+}
+
+// TestStalledReaderIsDropped asks for a long log and stops reading: charond must drop the
+// connection once a write has been blocked for -stream-write-timeout, not hold it for ever.
+func TestStalledReaderIsDropped(t *testing.T) {
+	td := startTestDaemon(t, func(d *daemon) { d.srv.stream.WriteTimeout = 300 * time.Millisecond })
+	id := td.submitFake(t, "long", 5, map[string]any{"fake": "lines", "count": 150000})
+	td.waitStatus(t, id, StatusCompleted)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(td.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs?format=jsonl HTTP/1.1\r\nHost: localhost\r\n\r\n", id)
+	time.Sleep(2 * time.Second) // the stall: the answer (about 12 MB) fills the socket buffers
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("read the whole answer (%d bytes) after stalling: charond never dropped the stalled reader", n)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("the connection was still open after the stall: %v", err)
+	}
+	// A client that keeps reading gets it all.
+	raw, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+	if err != nil || strings.Count(string(raw), "\n") != 150000 {
+		t.Errorf("a reading client got %d lines (%v), want 150000", strings.Count(string(raw), "\n"), err)
 	}
 }

@@ -58,8 +58,39 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.boundBodyTime(s.guardHost(s.cors(s.refuseCrossSite(s.requireToken(canonicalPaths(mux))))))
+	return s.boundBodyTime(s.boundWriteStalls(s.guardHost(s.cors(s.refuseCrossSite(s.requireToken(canonicalPaths(mux)))))))
 }
+
+// boundWriteStalls drops a client that stops reading an answer: each write to it must go
+// through within -stream-write-timeout, as each stream write must (streams set their own
+// deadlines). Without it, a client that asks for a long log and never reads would hold a
+// goroutine, a connection and an open file for ever. A slow client that keeps reading is
+// not cut: the deadline moves with every write.
+func (s *server) boundWriteStalls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isStreamPath(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		// The server clears the deadline after each request, so none outlives its answer.
+		next.ServeHTTP(&stallBoundWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.stream.WriteTimeout}, r)
+	})
+}
+
+// stallBoundWriter sets a write deadline before each write of an answer.
+type stallBoundWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *stallBoundWriter) Write(p []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection underneath.
+func (w *stallBoundWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // boundBodyTime gives every request that has a body -read-body-timeout to deliver it, so a
 // client that trickles one in cannot hold a connection and a goroutine for ever, whatever

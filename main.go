@@ -95,7 +95,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 15*time.Second,
 		"How often an idle SSE stream sends a ': ping' comment, which keeps proxies from closing it.")
 	fs.DurationVar(&c.WriteTimeout, "stream-write-timeout", 30*time.Second,
-		"How long one write to an SSE client may block before the client is dropped; the job never waits for it.")
+		"How long one write to a client (an SSE stream's, or any answer's) may block before the client is dropped; the job never waits for it.")
 	fs.Int64Var(&c.MaxBody, "max-body", 1<<20,
 		"Largest job submission accepted, in bytes; a larger one is answered 413.")
 	fs.IntVar(&c.MaxLine, "max-line", 64<<10,
