@@ -67,6 +67,14 @@ func loadToken(token, file string) (string, error) {
 	if file == "" {
 		return token, nil
 	}
+	info, err := os.Stat(file)
+	if err != nil {
+		return "", fmt.Errorf("-token-file: %w", err)
+	}
+	if perm := info.Mode().Perm(); perm&0o026 != 0 {
+		// Readable by everyone, the token is no secret; writable by others, it is theirs.
+		return "", fmt.Errorf("-token-file: %s has mode %04o: it must not be readable by others nor writable by group or others (chmod 600 it)", file, perm)
+	}
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("-token-file: %w", err)

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -383,5 +385,20 @@ func TestStalledReaderIsDropped(t *testing.T) {
 	raw, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
 	if err != nil || strings.Count(string(raw), "\n") != 150000 {
 		t.Errorf("a reading client got %d lines (%v), want 150000", strings.Count(string(raw), "\n"), err)
+	}
+}
+
+func TestTokenFileMustBePrivate(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("0123456789abcdef0123\n"), 0o600)
+	for mode, ok := range map[os.FileMode]bool{0o600: true, 0o400: true, 0o640: true, 0o644: false, 0o620: false, 0o602: false} {
+		os.Chmod(file, mode)
+		_, err := loadToken("", file)
+		if ok != (err == nil) {
+			t.Errorf("token file with mode %04o: %v", mode, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %04o: %v does not say how to fix it", mode, err)
+		}
 	}
 }
