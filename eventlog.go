@@ -41,6 +41,8 @@ type eventLog struct {
 	// from the job's saved record goes here (a queued job's "queued" event), so creating a
 	// file, the slowest step of accepting a job, waits until the job runs.
 	deferred []byte
+	// sealed is set by flush, once the job has ended: appends fail after it; guarded by writeMu.
+	sealed bool
 
 	mu      sync.Mutex    // guards the fields below; never held across I/O
 	count   int           // events so far, which is also the last id
@@ -155,6 +157,7 @@ func (l *eventLog) appendData(payloads ...[]byte) error {
 	l.mu.Lock()
 	closed, failure, base := l.end != nil, l.failure, l.size
 	l.mu.Unlock()
+	closed = closed || l.sealed
 	switch {
 	case closed:
 		return errLogClosed
@@ -253,18 +256,33 @@ func (l *eventLog) closeWriter() error {
 	return err
 }
 
-// close marks the log complete, flushes it to disk, and wakes every subscriber so they send
-// `completed`. The window stays for the subscribers still reading it, and goes with the last
-// of them (see unsubscribe), so a crowd that was following the job does not fall back to the
-// file all at once.
+// close flushes the log and marks it complete: flush, then markComplete.
 func (l *eventLog) close(end streamEnd) error {
+	err := l.flush()
+	l.markComplete(end)
+	return err
+}
+
+// flush writes the log to disk and closes its append handle, once nothing more will be
+// appended: appends fail afterwards. It is the I/O half of ending a log, done before
+// markComplete so that markComplete can happen under the job's lock.
+func (l *eventLog) flush() error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
+	l.sealed = true
 	err := l.sync()
 	if cerr := l.closeWriter(); err == nil {
 		err = cerr
 	}
 	l.noteFault(err)
+	return err
+}
+
+// markComplete marks the log complete and wakes every subscriber so they send `completed`.
+// It does no I/O. The window stays for the subscribers still reading it, and goes with the last of them
+// (see unsubscribe), so a crowd that was following the job does not fall back to the file
+// all at once.
+func (l *eventLog) markComplete(end streamEnd) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.end == nil {
@@ -274,7 +292,6 @@ func (l *eventLog) close(end streamEnd) error {
 		}
 		l.wakeLocked()
 	}
-	return err
 }
 
 // sync flushes the file to disk, through the append handle or, when it is closed, through a

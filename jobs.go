@@ -525,7 +525,7 @@ type Job struct {
 	logs   *eventLog
 	events *eventLog
 
-	mu         sync.Mutex // guards the fields below
+	mu         sync.Mutex // guards the fields below; taken before its logs' eventLog.mu, never after
 	status     Status
 	startedAt  time.Time
 	finishedAt time.Time

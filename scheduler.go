@@ -248,10 +248,9 @@ func outcome(ctx context.Context, res runResult) (Status, *int, string) {
 	return StatusFailed, &code, exitMessage(code)
 }
 
-// finish moves a job to its final status. Its streams are closed first, which sends
-// `completed` to every client once it has everything before it, and only then does the final
-// status show: whoever sees the job ended finds its streams ended too. Then the record is
-// saved. It does nothing to a job that has ended or is ending.
+// finish moves a job to its final status and ends its streams in one step (which sends
+// `completed` to every client once it has everything before it), then saves its record. It
+// does nothing to a job that has ended or is ending.
 func (s *scheduler) finish(job *Job, status Status, exitCode *int, message string) {
 	at := s.now().UTC()
 	job.mu.Lock()
@@ -265,15 +264,20 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 	if err := job.events.appendData(statusPayload(job.ID, status, message, at)); err != nil {
 		s.log.Error("record final status event", "job", job.ID, "err", err)
 	}
-	end := streamEnd{Status: status, ExitCode: exitCode}
-	// Closing flushes the logs to disk, before the record that says the job has ended.
+	// The logs reach the disk before the record that says the job has ended. That is I/O, so
+	// it is done first, outside the job's lock...
 	for _, l := range []*eventLog{job.logs, job.events} {
-		if err := l.close(end); err != nil {
+		if err := l.flush(); err != nil {
 			s.log.Error("flush job log", "job", job.ID, "err", err)
 		}
 	}
+	// ...and the streams end in the same step as the status turns final: whoever sees the
+	// job ended finds its streams complete, and a client sent `completed` finds it ended.
+	end := streamEnd{Status: status, ExitCode: exitCode}
 	job.mu.Lock()
 	job.status, job.finishedAt, job.exitCode, job.message = status, at, exitCode, message
+	job.logs.markComplete(end)
+	job.events.markComplete(end)
 	rec := job.recordLocked()
 	job.mu.Unlock()
 	if err := s.store.save(rec); err != nil {

@@ -316,3 +316,23 @@ func TestEncodeRecordAndJSONString(t *testing.T) {
 		t.Errorf("frame = %q, data = %q", rec.frame, rec.data)
 	}
 }
+
+// TestEndIsSeenTheSameEverywhere checks that a job's end shows in one step: a client sent
+// `completed` finds the job ended when it asks, and a client that sees the job ended and
+// reconnects gets 204. Either half failed now and then when the status and the streams ended
+// one after the other.
+func TestEndIsSeenTheSameEverywhere(t *testing.T) {
+	td := startTestDaemon(t)
+	for i := 0; i < 20; i++ {
+		id := td.submitFake(t, "quick", 5, map[string]any{"fake": "lines", "count": 1})
+		_, events := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", nil)
+		collect(t, events)
+		if got := apiGet(t, td, id)["status"]; got != string(StatusCompleted) {
+			t.Fatalf("job %d: status %v right after its stream completed, want completed", i, got)
+		}
+		resp, _ := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", map[string]string{"Last-Event-ID": "3"})
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("job %d: reconnect after the end: %d, want 204", i, resp.StatusCode)
+		}
+	}
+}
