@@ -27,6 +27,8 @@ type runner struct {
 	// playbookDir is -playbook-dir, real and absolute: an external playbook must still lie
 	// inside it when its job starts, not only when it was submitted.
 	playbookDir string
+	// dataDir is -data-dir, real and absolute: no playbook may lie in it.
+	dataDir string
 	// templateVars hands job variables to Ansible as templates (-allow-jinja-in-vars); by
 	// default they are text Ansible never templates.
 	templateVars bool
@@ -311,7 +313,7 @@ func (r *runner) checkStillAllowed(spec *JobSpec) error {
 	if spec.Embedded() {
 		return nil
 	}
-	_, err := resolvePlaybookPath(spec.PlaybookPath, r.playbookDir)
+	_, err := resolvePlaybookPath(spec.PlaybookPath, r.playbookDir, r.dataDir)
 	return err
 }
 

@@ -296,3 +296,27 @@ func TestQueuedJobIsCheckedAgainAtStart(t *testing.T) {
 		t.Errorf("the job ran anyway: %v log lines", n)
 	}
 }
+
+// TestPlaybookMayNotLieInTheDataDir names, as a playbook, files that charond keeps in its data
+// dir (which lies inside -playbook-dir by default): a job's vars file holds what a submitter
+// chose, and must never run as a playbook.
+func TestPlaybookMayNotLieInTheDataDir(t *testing.T) {
+	td := startTestDaemon(t, func(d *daemon) {
+		// The playbook dir holds the data dir, as with the defaults (. and ./charon-data).
+		d.srv.limits.PlaybookDir = filepath.Dir(d.srv.limits.DataDir)
+		d.sched.runner.playbookDir = d.srv.limits.PlaybookDir
+	})
+	id := td.submitFake(t, "done", 5, map[string]any{"fake": "lines", "count": 1})
+	td.waitStatus(t, id, StatusCompleted)
+	for _, p := range []string{"data/jobs.journal", "data/logs/" + id + ".log", filepath.Join(td.srv.limits.DataDir, "jobs.journal")} {
+		doc, _ := json.Marshal(map[string]any{"name": "p", "playbook": p})
+		status, msg := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, string(doc))
+		if status != http.StatusBadRequest || !strings.Contains(msg, "-data-dir") {
+			t.Errorf("playbook %s: %d %s, want 400 naming -data-dir", p, status, msg)
+		}
+	}
+	r := td.sched.runner
+	if err := r.checkStillAllowed(&JobSpec{Playbook: "x", PlaybookPath: filepath.Join(r.dataDir, "jobs.journal")}); err == nil {
+		t.Error("a job whose playbook lies in the data dir would start")
+	}
+}

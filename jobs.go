@@ -67,6 +67,7 @@ func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
 // specLimits are the daemon settings that validation depends on.
 type specLimits struct {
 	PlaybookDir    string // absolute, symlinks resolved
+	DataDir        string // likewise; a playbook may not lie in it
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
 	// MaxExpanded bounds a document's size once YAML aliases are expanded (-max-body): a small
@@ -194,7 +195,7 @@ func (s *JobSpec) setPlaybook(node *yaml.Node, lim specLimits) error {
 		}
 		return checkEmbeddedPlaybook(text)
 	}
-	s.PlaybookPath, err = resolvePlaybookPath(strings.TrimSpace(text), lim.PlaybookDir)
+	s.PlaybookPath, err = resolvePlaybookPath(strings.TrimSpace(text), lim.PlaybookDir, lim.DataDir)
 	return err
 }
 
@@ -232,8 +233,10 @@ func checkEmbeddedPlaybook(text string) error {
 }
 
 // resolvePlaybookPath resolves a playbook path against playbookDir and checks that it names an
-// existing regular file that stays inside playbookDir once symlinks are resolved.
-func resolvePlaybookPath(p, playbookDir string) (string, error) {
+// existing regular file that stays inside playbookDir once symlinks are resolved, and outside
+// dataDir (when given), which lies inside playbookDir by default: the files there (a job's
+// vars and inventory, logs of output a job chose) are charond's state, not playbooks.
+func resolvePlaybookPath(p, playbookDir, dataDir string) (string, error) {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(playbookDir, p)
 	}
@@ -246,6 +249,9 @@ func resolvePlaybookPath(p, playbookDir string) (string, error) {
 	}
 	if !isInside(real, playbookDir) {
 		return "", invalidf("playbook: %s lies outside the playbook directory %s (-playbook-dir)", p, playbookDir)
+	}
+	if dataDir != "" && isInside(real, dataDir) {
+		return "", invalidf("playbook: %s lies inside charond's data directory %s (-data-dir), which holds its state, not playbooks", p, dataDir)
 	}
 	info, err := os.Stat(real)
 	if err != nil {

@@ -273,8 +273,14 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-data-dir: %w", err)
 	}
+	// Real, like playbookDir, so that a playbook path can be checked against both.
+	realDataDir, err := realDir(st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("-data-dir: %w", err)
+	}
 	r := &runner{
 		playbookDir:  playbookDir,
+		dataDir:      realDataDir,
 		templateVars: cfg.AllowJinjaVars,
 		envAllow:     splitList(cfg.EnvAllow),
 		playbookCmd:  cfg.AnsiblePlaybook,
@@ -294,7 +300,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	srv := &server{
 		sched: sched,
 		log:   logger,
-		limits: specLimits{PlaybookDir: playbookDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+		limits: specLimits{PlaybookDir: playbookDir, DataDir: realDataDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars)},
 		maxBody: cfg.MaxBody,
 		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,
