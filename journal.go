@@ -48,17 +48,26 @@ type journal struct {
 	path string
 	open openFunc // swapped by tests
 
-	// mu guards the fields below. It is held across an append's write and across a
-	// compaction, never across an append's fsync.
+	// compactMu serializes compactions; it is held for the whole of one.
 	//
-	// Lock order: journal.mu, then scheduler.mu, then Job.mu (a compaction's snapshot takes
-	// them under mu). storeHealth.mu is a leaf. The one exception, scheduler.close taking mu
-	// under scheduler.mu to close the file, comes after everything that compacts has stopped.
-	mu      sync.Mutex
-	cond    *sync.Cond  // signalled when an fsync ends, or a compaction replaces the file
-	cur     *journalGen // the file appends go to; nil until the first compaction, and after close
-	syncing bool        // an fsync is under way, outside the lock
-	records int         // records in the current file
+	// mu guards the fields below. It is held across an append's write and across the swap
+	// at the end of a compaction, never across an fsync of an append nor a compaction's
+	// snapshot and big write: submissions go on while a compaction runs.
+	//
+	// Lock order: compactMu, then mu. mu is taken with no other lock of charond's held, and
+	// takes none under it (storeHealth.mu, a leaf, aside): the records it writes are built
+	// under the scheduler's and the jobs' locks, which are released first.
+	compactMu sync.Mutex
+	mu        sync.Mutex
+	cond      *sync.Cond  // signalled when an fsync ends, or a compaction replaces the file
+	cur       *journalGen // the file appends go to; nil until the first compaction, and after close
+	syncing   bool        // an fsync is under way, outside the lock
+	closed    bool        // close was called: no compaction may open a file again
+	records   int         // records in the current file
+	// tail keeps a copy of every record appended while a compaction runs, to be appended to
+	// the new file before it replaces the old one; nil when no compaction runs.
+	tail        *bytes.Buffer
+	tailRecords int
 }
 
 // journalGen is one file of the journal, from the compaction that wrote it until the next.
@@ -131,6 +140,10 @@ func (j *journal) writeLocked(g *journalGen, line []byte) error {
 	if err == nil {
 		g.written += int64(n)
 		j.records++
+		if j.tail != nil {
+			j.tail.Write(line)
+			j.tailRecords++
+		}
 		return nil
 	}
 	err = fmt.Errorf("append to %s: %w", j.path, err)
@@ -206,37 +219,55 @@ func (j *journal) recordCount() int {
 	return j.records
 }
 
-// compact replaces the journal with the records that snapshot returns, durably, and makes the
-// new file the one appends go to; it is also how a failed journal is recovered. snapshot runs
-// with appends held off, so every change appended later lands in the new file. A compaction
-// that fails before its rename leaves the old file in use.
+// compact replaces the journal with the records that snapshot returns, and whatever is
+// appended while it runs, durably, and makes the new file the one appends go to; it is also
+// how a failed journal is recovered. snapshot must reflect every change made in memory
+// before it is called: records are appended after their change is made, so any record not in
+// the old file by then is appended later, and kept in tail. Only the start and the swap hold
+// mu; the snapshot, the encoding and the big write with its fsync do not. A compaction that
+// fails before its rename leaves the old file in use.
 func (j *journal) compact(snapshot func() []jobRecord) error {
+	j.compactMu.Lock()
+	defer j.compactMu.Unlock()
+	j.mu.Lock()
+	j.tail, j.tailRecords = &bytes.Buffer{}, 0
+	j.mu.Unlock()
+
+	recs := snapshot()
+	data, err := encodeRecords(recs)
+	var tf journalFile
+	if err == nil {
+		tf, err = j.writeTemp(data)
+	}
+
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	tail, tailRecords := j.tail.Bytes(), j.tailRecords
+	j.tail = nil
+	if err != nil {
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	if j.closed {
+		tf.Close()
+		os.Remove(j.tempPath())
+		return errors.New("journal is closed")
+	}
+	// An fsync of the old file must not be under way when it is closed below.
 	for j.syncing {
 		j.cond.Wait()
 	}
-	var buf bytes.Buffer
-	recs := snapshot()
-	for _, rec := range recs {
-		line, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("encode job %s: %w", rec.ID, err)
-		}
-		buf.Write(line)
-		buf.WriteByte('\n')
-	}
-	f, renamed, err := j.writeNew(buf.Bytes())
+	renamed, err := j.install(tf, tail)
 	if !renamed {
 		return fmt.Errorf("compact %s: %w", j.path, err)
 	}
+	size := int64(len(data) + len(tail))
 	var ident os.FileInfo
 	if err == nil {
-		ident, err = f.Stat()
+		ident, err = tf.Stat()
 	}
 	old := j.cur
-	j.cur = &journalGen{f: f, ident: ident, written: int64(buf.Len()), synced: int64(buf.Len())}
-	j.records = len(recs)
+	j.cur = &journalGen{f: tf, ident: ident, written: size, synced: size}
+	j.records = len(recs) + tailRecords
 	if err != nil {
 		// The new file is in place, but a crash may bring the old one back.
 		err = fmt.Errorf("compact %s: %w", j.path, err)
@@ -254,42 +285,81 @@ func (j *journal) compact(snapshot func() []jobRecord) error {
 	return err
 }
 
-// writeNew writes data to a new file beside the journal, syncs it, renames it over the
-// journal and syncs the directory, so that a crash leaves either the old journal or the new
-// one. It returns the new file open for appending: the descriptor that wrote it, so nothing
-// can swap the file between the rename and a reopen. renamed reports whether the new file
-// replaced the journal, even when err says the rename may not be durable.
-func (j *journal) writeNew(data []byte) (f journalFile, renamed bool, err error) {
-	tmp := j.path + ".tmp"
+// encodeRecords writes records as journal lines.
+func encodeRecords(recs []jobRecord) ([]byte, error) {
+	var buf bytes.Buffer
+	for _, rec := range recs {
+		line, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("encode job %s: %w", rec.ID, err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes(), nil
+}
+
+// tempPath is where a compaction writes the new journal before it renames it into place.
+func (j *journal) tempPath() string { return j.path + ".tmp" }
+
+// writeTemp writes data to a new file beside the journal and syncs it. It returns the file
+// open for appending: the descriptor that wrote it becomes the journal's, so nothing can swap
+// the file between the rename and a reopen.
+func (j *journal) writeTemp(data []byte) (journalFile, error) {
+	tmp := j.tempPath()
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, false, err
+		return nil, err
 	}
 	// O_EXCL: the name was just freed, so a file found there now is someone else's.
 	tf, err := j.open(tmp, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	n, err := tf.Write(data)
-	if err == nil && n != len(data) {
-		err = io.ErrShortWrite
-	}
+	err = writeAll(tf, data)
 	if err == nil {
 		err = tf.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp, j.path)
 	}
 	if err != nil {
 		tf.Close()
 		os.Remove(tmp)
-		return nil, false, err
+		return nil, err
+	}
+	return tf, nil
+}
+
+// install appends tail to the written temp file, syncs it if need be, renames it over the
+// journal and syncs the directory, so that a crash leaves either the old journal or the new
+// one. renamed reports whether the new file replaced the journal, even when err says the
+// rename may not be durable; when it did not, tf is closed and removed. mu is held.
+func (j *journal) install(tf journalFile, tail []byte) (renamed bool, err error) {
+	if len(tail) > 0 {
+		if err = writeAll(tf, tail); err == nil {
+			err = tf.Sync()
+		}
+	}
+	if err == nil {
+		err = os.Rename(j.tempPath(), j.path)
+	}
+	if err != nil {
+		tf.Close()
+		os.Remove(j.tempPath())
+		return false, err
 	}
 	d, err := j.open(filepath.Dir(j.path), os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
-		return tf, true, err
+		return true, err
 	}
 	defer d.Close()
-	return tf, true, d.Sync()
+	return true, d.Sync()
+}
+
+// writeAll writes data to f, counting a short write as an error.
+func writeAll(f journalFile, data []byte) error {
+	n, err := f.Write(data)
+	if err == nil && n != len(data) {
+		err = io.ErrShortWrite
+	}
+	return err
 }
 
 // close closes the journal file; appends fail afterwards.
@@ -299,6 +369,7 @@ func (j *journal) close() error {
 	for j.syncing {
 		j.cond.Wait()
 	}
+	j.closed = true
 	g := j.cur
 	if g == nil {
 		return nil

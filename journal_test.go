@@ -98,16 +98,15 @@ func (f *faultyFile) Truncate(size int64) error {
 	return f.journalFile.Truncate(size)
 }
 
-// injectFaults makes the daemon's journal open its files through the returned faults, and
-// reopens the journal so that the current file is one of them.
-func injectFaults(t *testing.T, td *testDaemon) *faults {
-	t.Helper()
-	fs := &faults{}
-	td.sched.store.journal.open = fs.open
-	if err := td.sched.compact(); err != nil {
-		t.Fatal(err)
+// withFaults makes a test daemon's journal open its files through fs, and reopens the journal
+// before the daemon starts, so that the current file is one of them.
+func withFaults(t *testing.T, fs *faults) testOption {
+	return func(d *daemon) {
+		d.sched.store.journal.open = fs.open
+		if err := d.sched.compact(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return fs
 }
 
 // testRecord is a valid record of a queued job.
@@ -340,8 +339,8 @@ func TestSaveRefusesRecordThatWouldNotLoad(t *testing.T) {
 // TestSubmissionIsInMemoryWhileSaved checks that a job is in memory while its record is
 // written, so a compaction that runs before the submission is answered keeps it.
 func TestSubmissionIsInMemoryWhileSaved(t *testing.T) {
-	td := startTestDaemon(t)
-	fs := injectFaults(t, td)
+	fs := &faults{}
+	td := startTestDaemon(t, withFaults(t, fs))
 	var mu sync.Mutex
 	var seen []string
 	fs.set(func(fs *faults) {
@@ -375,5 +374,62 @@ func BenchmarkRecordCheck(b *testing.B) {
 		if err := checkRecord(&back); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestAppendsGoOnWhileCompacting holds a compaction in its snapshot and then in the fsync of
+// its new file: appends made meanwhile must be acknowledged without waiting for it, and be in
+// the journal it leaves.
+func TestAppendsGoOnWhileCompacting(t *testing.T) {
+	a, b, c := testRecord(1), testRecord(2), testRecord(3)
+	st, fs := testJournal(t, a)
+	inSnapshot, proceed := make(chan struct{}), make(chan struct{})
+	inSync, release := make(chan struct{}), make(chan struct{})
+	compacted := make(chan error, 1)
+	go func() {
+		compacted <- st.compact(func() []jobRecord { close(inSnapshot); <-proceed; return []jobRecord{a} })
+	}()
+	<-inSnapshot
+	during := make(chan error, 1)
+	go func() { during <- st.save(b) }() // while the snapshot is being taken
+	select {
+	case err := <-during:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(proceed)
+		t.Fatal("an append waited for the compaction's snapshot")
+	}
+	fs.set(func(fs *faults) {
+		fs.onSync = func() {
+			select {
+			case inSync <- struct{}{}: // the first fsync from now on: the new file's
+				<-release
+			default:
+			}
+		}
+	})
+	close(proceed)
+	<-inSync
+	saved := make(chan error, 1)
+	go func() { saved <- st.save(c) }()
+	select {
+	case err := <-saved:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-compacted:
+		t.Fatalf("the compaction ended (%v) before an append made during its fsync", err)
+	}
+	close(release)
+	if err := <-compacted; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loadIDs(t, st), idsOf(a, b, c); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("jobs loaded = %v, want %v", got, want)
+	}
+	if n := st.journal.recordCount(); n != 3 {
+		t.Errorf("record count = %d, want 3", n)
 	}
 }
