@@ -1,11 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestAnsibleSimpleJob(t *testing.T) {
 	_, logs := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream", nil)
 	_, events := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", nil)
 
-	all := collect(t, logs)
+	all := collectCompleted(t, logs)
 	lines := logLines(t, all, 1)
 	text := strings.Join(lines, "\n")
 	for _, want := range []string{"Hello from Charon Ansible job!", "Job is running...", "Job completed successfully!", "ok=4"} {
@@ -58,10 +59,12 @@ func TestAnsibleSimpleJob(t *testing.T) {
 		t.Errorf("completed event = %s", last.Data)
 	}
 	var statuses, types []string
-	for _, ev := range collect(t, events) {
+	for _, ev := range collectCompleted(t, events) {
 		if ev.Event == "job_event" {
 			var d struct{ Type, Status string }
-			json.Unmarshal([]byte(ev.Data), &d)
+			if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+				t.Fatalf("job_event data is not JSON: %v: %q", err, ev.Data)
+			}
 			types = append(types, d.Type)
 			if d.Type == "status_changed" {
 				statuses = append(statuses, d.Status)
@@ -141,32 +144,19 @@ func TestAnsibleLeavesNoOrphan(t *testing.T) {
 `
 	id := td.submitPlaybook(t, "orphan", playbook)
 	td.waitStatus(t, id, StatusCompleted)
-	text, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
-	if err != nil {
-		t.Fatal(err)
-	}
+	text := get(t, td.URL+"/api/v1/jobs/"+id+"/logs")
 	m := regexp.MustCompile(`background pid (\d+)`).FindSubmatch(text)
 	if m == nil {
 		t.Fatalf("no pid in log:\n%s", text)
 	}
-	pid, _ := strconv.Atoi(string(m[1]))
-	waitProcessGone(t, pid)
+	waitProcessGone(t, parsePID(t, string(m[1])))
 }
 
+// waitLogContains waits until the job's log holds s.
 func waitLogContains(t *testing.T, td *testDaemon, id, s string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		text, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(text), s) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log never showed %q:\n%s", s, text)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, fmt.Sprintf("the log of job %s to show %q", id, s), func() (bool, string) {
+		text := get(t, td.URL+"/api/v1/jobs/"+id+"/logs")
+		return bytes.Contains(text, []byte(s)), string(text)
+	})
 }

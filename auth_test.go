@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -25,26 +24,6 @@ import (
 )
 
 func withToken(token string) testOption { return func(d *daemon) { d.srv.token = token } }
-
-// request sends a request with optional headers and returns its status, headers and body.
-func request(t *testing.T, method, url string, headers map[string]string) (int, http.Header, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	body.ReadFrom(resp.Body)
-	return resp.StatusCode, resp.Header, body.String()
-}
 
 func TestTokenGuardsEveryAPIRoute(t *testing.T) {
 	td := startTestDaemon(t, withToken("s3cret-token"))
@@ -71,41 +50,41 @@ func TestTokenGuardsEveryAPIRoute(t *testing.T) {
 			"basic auth":  {"Authorization": "Basic czNjcmV0LXRva2Vu"},
 			"empty":       {"Authorization": "Bearer "},
 		} {
-			code, hdr, body := request(t, rt.method, td.URL+rt.path, h)
-			if code != 401 || hdr.Get("WWW-Authenticate") != `Bearer realm="charond"` || !strings.Contains(body, `"error"`) {
-				t.Errorf("%s %s with %s: %d %q %s, want 401 with WWW-Authenticate: Bearer", rt.method, rt.path, name, code, hdr.Get("WWW-Authenticate"), body)
+			resp, body := do(t, rt.method, td.URL+rt.path, h, "")
+			if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="charond"` || !bytes.Contains(body, []byte(`"error"`)) {
+				t.Errorf("%s %s with %s: %d %q %s, want 401 with WWW-Authenticate: Bearer", rt.method, rt.path, name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
 			}
 		}
 	}
 	td.waitStatus2(t, id, good)
 	for _, rt := range []string{"/api/v1/jobs", "/api/v1/jobs/" + id, "/api/v1/info"} {
-		if code, _, body := request(t, "GET", td.URL+rt, good); code != 200 {
-			t.Errorf("GET %s with the token: %d %s", rt, code, body)
+		if resp, body := do(t, "GET", td.URL+rt, good, ""); resp.StatusCode != 200 {
+			t.Errorf("GET %s with the token: %d %s", rt, resp.StatusCode, body)
 		}
 	}
-	if code, _, _ := request(t, "GET", td.URL+"/healthz", nil); code != 200 {
-		t.Errorf("/healthz without a token: %d, want 200", code)
+	if resp, _ := do(t, "GET", td.URL+"/healthz", nil, ""); resp.StatusCode != 200 {
+		t.Errorf("/healthz without a token: %d, want 200", resp.StatusCode)
 	}
 	// EventSource cannot send headers: the stream routes, and only they, take ?access_token=.
 	for _, path := range []string{"/logs/stream", "/events/stream"} {
-		if code, _, body := request(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=s3cret-token", nil); code != 200 || !strings.Contains(body, "event: completed") {
-			t.Errorf("%s with access_token: %d", path, code)
+		if resp, body := do(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=s3cret-token", nil, ""); resp.StatusCode != 200 || !bytes.Contains(body, []byte("event: completed")) {
+			t.Errorf("%s with access_token: %d", path, resp.StatusCode)
 		}
-		if code, _, _ := request(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=wrong", nil); code != 401 {
-			t.Errorf("%s with a wrong access_token: %d, want 401", path, code)
+		if resp, _ := do(t, "GET", td.URL+"/api/v1/jobs/"+id+path+"?access_token=wrong", nil, ""); resp.StatusCode != 401 {
+			t.Errorf("%s with a wrong access_token: %d, want 401", path, resp.StatusCode)
 		}
 	}
-	if code, _, _ := request(t, "GET", td.URL+"/api/v1/jobs/"+id+"?access_token=s3cret-token", nil); code != 401 {
-		t.Errorf("access_token on a non-stream route: %d, want 401", code)
+	if resp, _ := do(t, "GET", td.URL+"/api/v1/jobs/"+id+"?access_token=s3cret-token", nil, ""); resp.StatusCode != 401 {
+		t.Errorf("access_token on a non-stream route: %d, want 401", resp.StatusCode)
 	}
 }
 
 // waitStatus2 waits for a job to end, asking with headers.
 func (td *testDaemon) waitStatus2(t *testing.T, id string, headers map[string]string) {
 	t.Helper()
-	waitFor(t, "job to end", func() bool {
-		_, _, body := request(t, "GET", td.URL+"/api/v1/jobs/"+id, headers)
-		return strings.Contains(body, `"status":"completed"`)
+	waitFor(t, "job "+id+" to complete", func() (bool, string) {
+		_, body := do(t, "GET", td.URL+"/api/v1/jobs/"+id, headers, "")
+		return bytes.Contains(body, []byte(`"status":"completed"`)), string(body)
 	})
 }
 
@@ -147,7 +126,8 @@ func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := makeCert(t, dir)
 	addr := serveDaemon(t, dir, "-tls-cert", certFile, "-tls-key", keyFile)
 
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	// A Transport with its own TLS config speaks HTTP/2 only when told to try.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get("https://" + addr + "/healthz")
 	if err != nil {
@@ -157,13 +137,16 @@ func TestTLS(t *testing.T) {
 	if resp.StatusCode != 200 || resp.TLS == nil {
 		t.Errorf("HTTPS healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
 	}
+	if got, want := resp.Proto, "HTTP/2.0"; got != want {
+		t.Errorf("HTTPS healthz protocol = %s, want %s", got, want)
+	}
 	if _, err := parseFlags([]string{"-tls-cert", certFile}, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
 		t.Error("-tls-cert without -tls-key accepted")
 	}
 }
 
-// serveDaemon runs charond's own server, as main wires it, on a loopback port with a stub
-// runner and the given extra flags, until the test ends. It returns the address.
+// serveDaemon runs charond, started and stopped by its own start and stop, on a loopback port
+// with a stub runner and the given extra flags, until the test ends. It returns the address.
 func serveDaemon(t *testing.T, dir string, flags ...string) string {
 	t.Helper()
 	args := append([]string{"-addr", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "data"), "-playbook-dir", dir,
@@ -176,15 +159,15 @@ func serveDaemon(t *testing.T, dir string, flags ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := d.start(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- d.serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-served })
-	return ln.Addr().String()
+	t.Cleanup(func() {
+		if err := d.stop(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return d.addr
 }
 
 func makeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
@@ -218,13 +201,14 @@ func makeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.Ce
 func TestCORSNeverAllowsCredentials(t *testing.T) {
 	for _, origins := range [][]string{{"*"}, {"http://app.test"}} {
 		td := startTestDaemon(t, withToken("tok"), func(d *daemon) { d.srv.corsOrigins = origins })
-		code, hdr, _ := request(t, "OPTIONS", td.URL+"/api/v1/jobs", map[string]string{
-			"Origin": "http://app.test", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
-		if code != 204 || hdr.Get("Access-Control-Allow-Origin") == "" || !strings.Contains(hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
-			t.Errorf("%v: preflight %d %v", origins, code, hdr)
+		preflight, _ := do(t, "OPTIONS", td.URL+"/api/v1/jobs", map[string]string{
+			"Origin": "http://app.test", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}, "")
+		hdr := preflight.Header
+		if preflight.StatusCode != 204 || hdr.Get("Access-Control-Allow-Origin") == "" || !strings.Contains(hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Errorf("%v: preflight %d %v", origins, preflight.StatusCode, hdr)
 		}
-		_, hdr2, _ := request(t, "GET", td.URL+"/api/v1/jobs", map[string]string{"Origin": "http://app.test", "Authorization": "Bearer tok"})
-		for _, h := range []http.Header{hdr, hdr2} {
+		read, _ := do(t, "GET", td.URL+"/api/v1/jobs", map[string]string{"Origin": "http://app.test", "Authorization": "Bearer tok"}, "")
+		for _, h := range []http.Header{hdr, read.Header} {
 			if h.Get("Access-Control-Allow-Credentials") != "" {
 				t.Errorf("%v: credentials allowed: %v", origins, h)
 			}
@@ -242,7 +226,7 @@ func TestJobEnvironmentIsAllowListed(t *testing.T) {
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "env", 5, map[string]any{"fake": "envdump"})
 	td.waitStatus(t, id, StatusCompleted)
-	text, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+	text := get(t, td.URL+"/api/v1/jobs/"+id+"/logs")
 	names := map[string]bool{}
 	for _, name := range strings.Fields(string(text)) {
 		names[name] = true
@@ -274,7 +258,7 @@ func TestHostileFieldsStayData(t *testing.T) {
 	})
 	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
 	td.waitStatus(t, id, StatusCompleted)
-	text, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+	text := get(t, td.URL+"/api/v1/jobs/"+id+"/logs")
 	var args []string
 	for _, l := range strings.Split(string(text), "\n") {
 		if a, ok := strings.CutPrefix(l, "args="); ok {
@@ -335,23 +319,17 @@ func TestQueueAndStreamLimits(t *testing.T) {
 	waitLogLines(t, td, running, 1)
 	td.submitFake(t, "q1", 5, map[string]any{"fake": "lines"})
 	td.submitFake(t, "q2", 5, map[string]any{"fake": "lines"})
-	resp, err := http.Post(td.URL+"/api/v1/jobs", "application/json", strings.NewReader(`{"name":"q3","playbook":"- hosts: all\n"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body bytes.Buffer
-	body.ReadFrom(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body.String(), "-max-queue") {
-		t.Errorf("submission beyond -max-queue: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body.String())
+	resp, body := do(t, "POST", td.URL+"/api/v1/jobs", contentType("application/json"), `{"name":"q3","playbook":"- hosts: all\n"}`)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !bytes.Contains(body, []byte("-max-queue")) {
+		t.Errorf("submission beyond -max-queue: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 	first, _ := openStream(t, td.URL+"/api/v1/jobs/"+running+"/logs/stream", nil)
 	if first.StatusCode != 200 {
 		t.Fatalf("first stream: %d", first.StatusCode)
 	}
-	code, hdr, msg := request(t, "GET", td.URL+"/api/v1/jobs/"+running+"/events/stream", nil)
-	if code != 503 || hdr.Get("Retry-After") == "" || !strings.Contains(msg, "-max-streams") {
-		t.Errorf("stream beyond -max-streams: %d %q %s", code, hdr.Get("Retry-After"), msg)
+	resp, msg := do(t, "GET", td.URL+"/api/v1/jobs/"+running+"/events/stream", nil, "")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !bytes.Contains(msg, []byte("-max-streams")) {
+		t.Errorf("stream beyond -max-streams: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), msg)
 	}
 }
 
@@ -392,13 +370,7 @@ func TestServerLimits(t *testing.T) {
 		t.Error("an idle keep-alive connection was not closed")
 	}
 
-	req, _ := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
-	req.Header.Set("X-Big", strings.Repeat("a", 16<<10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := do(t, "GET", "http://"+addr+"/healthz", map[string]string{"X-Big": strings.Repeat("a", 16<<10)}, "")
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("a 16 KiB header: %d, want 431", resp.StatusCode)
 	}

@@ -45,11 +45,11 @@ func (d *discardStream) SetWriteDeadline(time.Time) error { return nil }
 // subscribers, each running the real stream handler loop.
 func BenchmarkFanout1000(b *testing.B) {
 	const subscribers = 1000
-	logs, _, err := openEventLog(filepath.Join(b.TempDir(), "bench.log"), "log")
+	logs, _, err := openEventLog(filepath.Join(b.TempDir(), "bench.log"), logStream)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer logs.release()
+	defer logs.close()
 	job := &Job{ID: "bench", logs: logs}
 	cfg := streamConfig{Heartbeat: time.Hour, WriteTimeout: time.Minute, Retry: time.Second}
 	var wg sync.WaitGroup
@@ -58,7 +58,7 @@ func BenchmarkFanout1000(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			r := httptest.NewRequest("GET", "/api/v1/jobs/bench/logs/stream", nil).WithContext(context.Background())
-			serveStream(&discardStream{h: http.Header{}}, r, job, job.logs, "log", cfg)
+			serveStream(&discardStream{h: http.Header{}}, r, job, logStream, cfg)
 		}()
 	}
 	for job.logs.subscriberCount() < subscribers {
@@ -70,7 +70,8 @@ func BenchmarkFanout1000(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		job.appendLines(time.Now(), "stdout", line)
 	}
-	job.logs.close(streamEnd{Status: StatusCompleted})
+	job.logs.flush()
+	job.logs.markComplete(streamEnd{Status: StatusCompleted})
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.ReportMetric(float64(b.N)*subscribers/elapsed.Seconds(), "deliveries/s")
@@ -87,7 +88,7 @@ func BenchmarkSubmitToStart(b *testing.B) {
 		job, _ := td.sched.get(id)
 		td.waitStatus(b, id, StatusCompleted)
 		job.mu.Lock()
-		total += job.startedAt.Sub(start)
+		total += job.state().StartedAt.Sub(start)
 		job.mu.Unlock()
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/start")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,38 +26,12 @@ import (
 
 const boundaryJob = "name: web\nplaybook: |\n  - hosts: localhost\n    tasks: []\nvariables: {fake: lines, count: 1}\n"
 
-// boundaryDo sends one request with the given headers and returns the status and the body.
-func boundaryDo(t *testing.T, method, url string, headers map[string]string, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range headers {
-		if k == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); resp.StatusCode >= 400 && ct != "application/json" {
-		t.Errorf("%s %s: error answer has Content-Type %q, want application/json", method, url, ct)
-	}
-	return resp.StatusCode, string(raw)
-}
-
 func TestSubmissionNeedsAJobContentType(t *testing.T) {
 	td := startTestDaemon(t)
 	for _, ct := range []string{"", "text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
-		status, body := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": ct}, boundaryJob)
-		if status != http.StatusUnsupportedMediaType || !strings.Contains(body, "application/x-yaml") {
-			t.Errorf("Content-Type %q: %d %s, want 415 naming the accepted types", ct, status, body)
+		resp, body := do(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": ct}, boundaryJob)
+		if resp.StatusCode != http.StatusUnsupportedMediaType || !bytes.Contains(body, []byte("application/x-yaml")) {
+			t.Errorf("Content-Type %q: %d %s, want 415 naming the accepted types", ct, resp.StatusCode, body)
 		}
 	}
 	if n := len(td.sched.list("", 100)); n != 0 {
@@ -86,9 +61,9 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", tt.headers, boundaryJob)
-			if status != http.StatusForbidden || !strings.Contains(body, "refused") {
-				t.Errorf("submit: %d %s, want 403", status, body)
+			resp, body := do(t, "POST", td.URL+"/api/v1/jobs", tt.headers, boundaryJob)
+			if resp.StatusCode != http.StatusForbidden || !bytes.Contains(body, []byte("refused")) {
+				t.Errorf("submit: %d %s, want 403", resp.StatusCode, body)
 			}
 		})
 	}
@@ -99,26 +74,26 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	// What curl, Python and the client send, the page's own origin, and an allowed origin.
 	for _, h := range []map[string]string{yaml, with(map[string]string{"Origin": td.URL}),
 		with(map[string]string{"Origin": "http://trusted.test"}), with(map[string]string{"Sec-Fetch-Site": "same-origin"})} {
-		if status, body := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", h, boundaryJob); status != http.StatusCreated {
-			t.Errorf("submit with %v: %d %s, want 201", h, status, body)
+		if resp, body := do(t, "POST", td.URL+"/api/v1/jobs", h, boundaryJob); resp.StatusCode != http.StatusCreated {
+			t.Errorf("submit with %v: %d %s, want 201", h, resp.StatusCode, body)
 		}
 	}
 
 	id, release := apiBlockWorker(t, td)
 	defer release()
 	evil := map[string]string{"Origin": "http://evil.test"}
-	if status, body := boundaryDo(t, "POST", td.URL+"/api/v1/jobs/"+id+"/cancel", evil, ""); status != http.StatusForbidden {
-		t.Errorf("cancel from another origin: %d %s, want 403", status, body)
+	if resp, body := do(t, "POST", td.URL+"/api/v1/jobs/"+id+"/cancel", evil, ""); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cancel from another origin: %d %s, want 403", resp.StatusCode, body)
 	}
-	if status, body := boundaryDo(t, "DELETE", td.URL+"/api/v1/jobs/"+id, evil, ""); status != http.StatusForbidden {
-		t.Errorf("delete from another origin: %d %s, want 403", status, body)
+	if resp, body := do(t, "DELETE", td.URL+"/api/v1/jobs/"+id, evil, ""); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("delete from another origin: %d %s, want 403", resp.StatusCode, body)
 	}
 	if got := td.sched.state(mustJob(t, td, id)).Status; got != StatusRunning {
 		t.Errorf("the job is %s after cross-site cancel, want running", got)
 	}
 	// Reading stays governed by CORS: the answer is sent, without Access-Control-Allow-Origin.
-	if status, _ := boundaryDo(t, "GET", td.URL+"/api/v1/jobs", evil, ""); status != http.StatusOK {
-		t.Errorf("GET from another origin: %d, want 200 (CORS keeps the page from reading it)", status)
+	if resp, _ := do(t, "GET", td.URL+"/api/v1/jobs", evil, ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET from another origin: %d, want 200 (CORS keeps the page from reading it)", resp.StatusCode)
 	}
 }
 
@@ -187,16 +162,17 @@ func TestOnlyOwnHostNamesAreAnswered(t *testing.T) {
 		"127.0.0.1.nip.io:" + port:    421,
 		"charon.example.com":          421,
 	} {
-		status, body := boundaryDo(t, "GET", td.URL+"/api/v1/jobs", map[string]string{"Host": host}, "")
-		if status != want {
-			t.Errorf("Host %q: %d %s, want %d", host, status, body, want)
+		resp, body := do(t, "GET", td.URL+"/api/v1/jobs", map[string]string{"Host": host}, "")
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d %s, want %d", host, resp.StatusCode, body, want)
 		}
-		if want == 421 && !strings.Contains(body, "-allowed-hosts") {
+		if want == 421 && !bytes.Contains(body, []byte("-allowed-hosts")) {
 			t.Errorf("Host %q: the refusal %s does not name -allowed-hosts", host, body)
 		}
 	}
-	td.srv.hosts = newHostGuard("127.0.0.1:8080", []string{"charon.example.com"})
-	h := td.srv.routes()
+	// As if listening on 127.0.0.1:8080 with -allowed-hosts charon.example.com.
+	named := startTestDaemon(t, func(d *daemon) { d.srv.hosts = newHostGuard("127.0.0.1:8080", []string{"charon.example.com"}) })
+	h := named.srv.routes()
 	for host, want := range map[string]int{"charon.example.com": 200, "Charon.Example.com:443": 200, "localhost:1": 200, "evil.test": 421} {
 		req := httptest.NewRequest("GET", "/healthz", nil)
 		req.Host = host
@@ -382,9 +358,8 @@ func TestStalledReaderIsDropped(t *testing.T) {
 		t.Errorf("the connection was still open after the stall: %v", err)
 	}
 	// A client that keeps reading gets it all.
-	raw, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
-	if err != nil || strings.Count(string(raw), "\n") != 150000 {
-		t.Errorf("a reading client got %d lines (%v), want 150000", strings.Count(string(raw), "\n"), err)
+	if n := bytes.Count(get(t, td.URL+"/api/v1/jobs/"+id+"/logs"), []byte("\n")); n != 150000 {
+		t.Errorf("a reading client got %d lines, want 150000", n)
 	}
 }
 

@@ -146,7 +146,7 @@ func TestRestartKillsEscapedLeftovers(t *testing.T) {
 
 			// A fresh id: the marker scan is host-wide, and another test process may run this test.
 			id := newJobID()
-			var leftover *exec.Cmd
+			var leftover *child
 			if c.cgroup {
 				jobCgroup := filepath.Join(sub, "job-"+id)
 				if err := os.MkdirAll(jobCgroup, 0o755); err != nil {
@@ -157,12 +157,11 @@ func TestRestartKillsEscapedLeftovers(t *testing.T) {
 			} else {
 				leftover = startEscapedLeftover(t, append(os.Environ(), jobMarker+id), "")
 			}
-			appendRecord(t, dir, jobRecord{ID: id, Version: 3, Seq: 99, Name: "crashed", Playbook: "x.yml",
-				Inventory: []string{"localhost"}, Priority: 5, Timeout: time.Minute, CreatedAt: time.Now(), Status: StatusRunning, StartedAt: time.Now(), PGID: deadGroup(t)})
+			appendRecord(t, dir, jobRecord{ID: id, Version: 3, Seq: 99, CreatedAt: time.Now(), JobSpec: JobSpec{Name: "crashed", Playbook: "x.yml", Inventory: []string{"localhost"}, Priority: 5, Timeout: time.Minute}, jobState: jobState{Status: StatusRunning, StartedAt: time.Now(), PGID: deadGroup(t)}})
 
 			b := startTestDaemonIn(t, dir)
 			b.waitStatus(t, id, StatusFailed)
-			waitProcessGone(t, leftover.Process.Pid)
+			waitProcessGone(t, leftover.pid())
 			if _, err := os.Stat(filepath.Join(sub, "job-"+id)); c.cgroup && !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("leftover job cgroup still there: %v", err)
 			}
@@ -269,22 +268,15 @@ func TestAnsibleEscapesLeaveNothing(t *testing.T) {
 // waitNoMarkedProcess waits until no live process carries the job's marker.
 func waitNoMarkedProcess(t *testing.T, jobID string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "the processes of job "+jobID+" to be gone", func() (bool, string) {
 		pids := markedProcesses(jobID)
-		if len(pids) == 0 {
-			return
+		var desc []string
+		for _, pid := range pids {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			desc = append(desc, fmt.Sprintf("%d %q", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 		}
-		if time.Now().After(deadline) {
-			var desc []string
-			for _, pid := range pids {
-				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				desc = append(desc, fmt.Sprintf("%d %q", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
-			}
-			t.Fatalf("processes of job %s outlived it: %s", jobID, strings.Join(desc, "; "))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(pids) == 0, "still running: " + strings.Join(desc, "; ")
+	})
 }
 
 // markedProcesses lists the live processes that carry the job's marker.
@@ -304,7 +296,7 @@ func markedProcesses(jobID string) []int {
 func TestMarkerScanSparesOthers(t *testing.T) {
 	id := newJobID() // a fresh one: the scan is host-wide, and another test process may run this test
 	target := startMarked(t, jobMarker+id)
-	spared := map[string]*markedProcess{}
+	spared := map[string]*child{}
 	for _, entry := range []string{
 		jobMarker + "some-other-job",
 		jobMarker + id + "x",
@@ -316,52 +308,29 @@ func TestMarkerScanSparesOthers(t *testing.T) {
 	if n := killMarked(id, 2*time.Second); n < 1 {
 		t.Errorf("killMarked signalled %d processes, want the job's", n)
 	}
-	select {
-	case <-target.reaped:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the job's process survived the marker scan")
+	if ws := target.waitExit(t); ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the job's process ended with %v, want killed by the marker scan", target.cmd.ProcessState)
 	}
 	// killMarked returns once a scan finds no marked process alive: a spared one killed by
 	// mistake is dead by then, if perhaps not reaped yet.
 	for entry, p := range spared {
-		if !running(p.cmd.Process.Pid) {
+		if !running(p.pid()) {
 			t.Errorf("a process with %q in its environment was killed", entry)
 		}
 	}
 }
 
-// running reports whether pid is a live process: neither gone nor a zombie.
-func running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
-}
-
-// markedProcess is a sleep started with one extra environment entry.
-type markedProcess struct {
-	cmd    *exec.Cmd
-	reaped chan struct{} // closed once it has exited and been reaped
-}
-
-func startMarked(t *testing.T, entry string) *markedProcess {
+// startMarked starts a sleep with one extra environment entry.
+func startMarked(t *testing.T, entry string) *child {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), entry}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &markedProcess{cmd: cmd, reaped: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.reaped) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.reaped })
-	return p
+	return startChild(t, cmd)
 }
 
 // startEscapedLeftover starts a process in a session of its own, with env, and in the cgroup
 // dir if one is given, as a run's process that outlived a crashed charond would be.
-func startEscapedLeftover(t *testing.T, env []string, cgroup string) *exec.Cmd {
+func startEscapedLeftover(t *testing.T, env []string, cgroup string) *child {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")
 	cmd.Env = env
@@ -374,14 +343,7 @@ func startEscapedLeftover(t *testing.T, env []string, cgroup string) *exec.Cmd {
 		defer syscall.Close(fd)
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// One goroutine reaps it once killed, so it does not linger as a zombie of the test.
-	reaped := make(chan struct{})
-	go func() { cmd.Wait(); close(reaped) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-reaped })
-	return cmd
+	return startChild(t, cmd)
 }
 
 // deadGroup returns the id of a process group that existed and is gone, as the recorded group
@@ -402,10 +364,7 @@ func loggedPID(t *testing.T, td *testDaemon, id, prefix string) int {
 	lines, _ := jobLines(t, td, id)
 	for _, l := range lines {
 		if rest, ok := strings.CutPrefix(l, prefix); ok {
-			pid, err := strconv.Atoi(rest)
-			if err != nil {
-				t.Fatalf("line %q: %v", l, err)
-			}
+			pid := parsePID(t, rest)
 			t.Cleanup(func() { killIfSleep(pid) })
 			return pid
 		}

@@ -196,11 +196,14 @@ func TestPlantedLogFileIsNotWrittenThrough(t *testing.T) {
 			id := td.submitFake(t, "planted", 5, map[string]any{"fake": "lines", "count": 3})
 			victim := filepath.Join(t.TempDir(), "victim")
 			must(t, os.WriteFile(victim, []byte("precious\n"), 0o600))
-			logFile := td.sched.store.logPath(id, "log")
+			logFile := td.sched.store.logPath(id, logStream)
 			must(t, tc.plant(victim, logFile))
 
 			postCancel(t, td, blocker, http.StatusAccepted)
-			waitFor(t, "the job to end", func() bool { return mustJob(t, td, id).Status().Final() })
+			waitFor(t, "the job to end", func() (bool, string) {
+				st := mustJob(t, td, id).Status()
+				return st.Final(), string(st)
+			})
 			if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
 				t.Errorf("the job's output was written through the planted %s: %q", tc.name, got)
 			}

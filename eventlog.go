@@ -25,8 +25,8 @@ import (
 // A file is open only while it is used: for appending while the job runs, and for each read
 // from disk. Thousands of kept jobs hold no file descriptors.
 type eventLog struct {
-	event string // the SSE event name of every record: "log" or "job_event"
-	path  string // the file; it may not exist until the first append
+	kind streamKind // which of the job's streams this is
+	path string     // the file; it may not exist until the first append
 	// onFault, when set, hears of every failed write, so the store can stop taking jobs.
 	onFault func(error)
 
@@ -92,8 +92,8 @@ var errLogClosed = errors.New("log is closed")
 
 // openEventLog indexes the file at path, if it exists. A torn last line, left by a crash in
 // the middle of a write, is cut off, and its length returned in torn.
-func openEventLog(path, event string) (l *eventLog, torn int64, err error) {
-	l = &eventLog{event: event, path: path, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
+func openEventLog(path string, kind streamKind) (l *eventLog, torn int64, err error) {
+	l = &eventLog{kind: kind, path: path, subs: make(map[*subscriber]struct{}), changed: make(chan struct{})}
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return l, 0, nil
@@ -212,7 +212,7 @@ func (l *eventLog) publishLocked(off int64, payloads ...[]byte) {
 		}
 		off += int64(len(p)) + 1
 		l.count++
-		l.window = append(l.window, encodeRecord(l.count, l.event, p))
+		l.window = append(l.window, encodeRecord(l.count, l.kind.event, p))
 	}
 	l.size = off
 	if len(l.window) >= 2*windowSize {
@@ -253,13 +253,6 @@ func (l *eventLog) closeWriter() error {
 	}
 	err := l.w.Close()
 	l.w = nil
-	return err
-}
-
-// close flushes the log and marks it complete: flush, then markComplete.
-func (l *eventLog) close(end streamEnd) error {
-	err := l.flush()
-	l.markComplete(end)
 	return err
 }
 
@@ -318,8 +311,10 @@ func (l *eventLog) markEnded(end streamEnd) {
 	l.mu.Unlock()
 }
 
-// release closes the append handle, if open: for a job that is deleted, or at shutdown.
-func (l *eventLog) release() error {
+// close closes the append handle, if open: for a job that is deleted, or at shutdown. Like
+// every close in charond, it releases what is held and nothing else: ending a log is flush
+// and markComplete.
+func (l *eventLog) close() error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	return l.closeWriter()
@@ -385,7 +380,7 @@ func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) 
 			return nil, fmt.Errorf("read %s: %w", l.path, err)
 		}
 		if id > after {
-			recs = append(recs, encodeRecord(id, l.event, line[:len(line)-1]))
+			recs = append(recs, encodeRecord(id, l.kind.event, line[:len(line)-1]))
 		}
 	}
 	return recs, nil

@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,11 +53,8 @@ func TestLineSplitter(t *testing.T) {
 // jobLines reads a finished job's log as JSON lines: text and stream of each.
 func jobLines(t *testing.T, td *testDaemon, id string) (lines, streams []string) {
 	t.Helper()
-	resp, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs?format=jsonl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, raw := range bytes.Split(bytes.TrimSuffix(resp, []byte("\n")), []byte("\n")) {
+	body := get(t, td.URL+"/api/v1/jobs/"+id+"/logs?format=jsonl")
+	for _, raw := range bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n")) {
 		if len(raw) == 0 {
 			continue
 		}
@@ -156,11 +154,21 @@ func TestCancelRunningJob(t *testing.T) {
 	postCancel(t, td, id, 409)
 }
 
+// TestCancelSIGKILLsAfterGrace cancels a job whose runner ignores SIGTERM: charond must give it
+// the kill grace to end by itself, then kill it.
 func TestCancelSIGKILLsAfterGrace(t *testing.T) {
-	td := startTestDaemon(t, func(d *daemon) { d.sched.runner.killGrace = 200 * time.Millisecond })
+	const grace = 300 * time.Millisecond
+	td := startTestDaemon(t, func(d *daemon) { d.sched.runner.killGrace = grace })
 	id := td.submitFake(t, "stubborn", 5, map[string]any{"fake": "ignore_term"})
-	waitLogLines(t, td, id, 1)
+	waitLogLines(t, td, id, 1) // printed once SIGTERM is ignored
+	pid := loggedPID(t, td, id, "started ")
+	start := time.Now()
 	postCancel(t, td, id, 202)
+	waitProcessGone(t, pid)
+	// A lower bound only: how much longer it took depends on the machine's other work.
+	if lived := time.Since(start); lived < grace {
+		t.Errorf("the runner died %v after the cancel, before the %v grace was up: it was not given the grace", lived, grace)
+	}
 	td.waitStatus(t, id, StatusCancelled)
 }
 
@@ -170,32 +178,10 @@ func TestNoOrphanAfterJob(t *testing.T) {
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "orphan", 5, map[string]any{"fake": "grandchild"})
 	td.waitStatus(t, id, StatusCompleted)
-	lines, _ := jobLines(t, td, id)
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], "grandchild ") {
-		t.Fatalf("lines = %q", lines)
+	if lines, _ := jobLines(t, td, id); len(lines) != 1 {
+		t.Fatalf("lines = %q, want only the grandchild's pid", lines)
 	}
-	pid, _ := strconv.Atoi(strings.TrimPrefix(lines[0], "grandchild "))
-	waitProcessGone(t, pid)
-}
-
-// waitProcessGone waits until pid no longer runs: it is reaped, or a zombie waiting for its
-// parent (init, once orphaned) to reap it.
-func waitProcessGone(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return
-		}
-		if fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fields) > 0 && fields[0] == "Z" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still runs after its job ended: %s", pid, stat)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitProcessGone(t, loggedPID(t, td, id, "grandchild "))
 }
 
 func TestRunEnvironmentAndFiles(t *testing.T) {
@@ -243,42 +229,18 @@ func TestRunEnvironmentAndFiles(t *testing.T) {
 // waitNoWorkDirs checks that every job's work dir, which holds its variables, is gone.
 func waitNoWorkDirs(t *testing.T, root string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		entries, _ := os.ReadDir(root)
-		if len(entries) == 0 {
-			return
+	waitFor(t, "the work dirs in "+root+" to be removed", func() (bool, string) {
+		entries, err := os.ReadDir(root)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("work dirs left behind in %s: %v", root, entries)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitLogLines waits until the job has printed at least n lines.
-func waitLogLines(t *testing.T, td *testDaemon, id string, n int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
-		if int(job["log_lines"].(float64)) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s printed %v lines, want %d", id, job["log_lines"], n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return len(entries) == 0, fmt.Sprint(entries)
+	})
 }
 
 func postCancel(t *testing.T, td *testDaemon, id string, want int) {
 	t.Helper()
-	resp, err := httpPost(td.URL+"/api/v1/jobs/"+id+"/cancel", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != want {
-		t.Fatalf("cancel status = %d, want %d", resp.StatusCode, want)
+	if resp, raw := do(t, "POST", td.URL+"/api/v1/jobs/"+id+"/cancel", nil, ""); resp.StatusCode != want {
+		t.Fatalf("cancel status = %d, want %d; body %s", resp.StatusCode, want, raw)
 	}
 }

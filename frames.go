@@ -7,6 +7,19 @@ import (
 	"unicode/utf8"
 )
 
+// streamKind names one of a job's two streams the same way everywhere: the suffix of its file
+// under logs/, the SSE event name of its records, and the word its notices use.
+type streamKind struct {
+	file  string // logs/ID.<file>
+	event string // the "event:" field of every record
+	noun  string // as in "Connected to log stream for job ..."
+}
+
+var (
+	logStream    = streamKind{file: "log", event: "log", noun: "log"}
+	eventsStream = streamKind{file: "events", event: "job_event", noun: "event"}
+)
+
 // This file builds the bytes both halves of a job's streams share: the JSON payload of a log
 // line, as the log file stores it and the stream's data field carries it, and the SSE frame
 // of an event, built once when the event is appended and sent as is to every subscriber.

@@ -250,13 +250,13 @@ func FuzzSSEEncoding(f *testing.F) {
 		connected, completed := fuzzCheckNotices(t, line, n, retry, want)
 
 		all := bytes.Join([][]byte{connected, logFrame, completed}, nil)
-		evs, err := fuzzParseSSE(all)
+		evs, err := parseSSE(all)
 		if err != nil {
 			t.Fatalf("connected+log+completed is not a valid event stream: %v\n%q", err, all)
 		}
 		var names []string
 		for _, ev := range evs {
-			names = append(names, ev.event+"#"+ev.id)
+			names = append(names, ev.Event+"#"+ev.ID)
 		}
 		if got, want := strings.Join(names, " "), fmt.Sprintf("connected# log#%d completed#%d", n, n); got != want {
 			t.Errorf("connected+log+completed dispatches %s, want %s", got, want)
@@ -274,13 +274,13 @@ func fuzzCheckLogFrame(t *testing.T, line []byte, id int, stream, want string) [
 		t.Errorf("record data = %q, want the payload %q", rec.data, payload)
 	}
 	ev := fuzzOneEvent(t, "log frame", rec.frame, "log", strconv.Itoa(id))
-	fuzzCheckData(t, "log", ev.data)
+	fuzzCheckData(t, "log", ev.Data)
 	var got struct {
 		Line      string `json:"line"`
 		Timestamp string `json:"timestamp"`
 		Stream    string `json:"stream"`
 	}
-	fuzzDecodeStrict(t, "log", ev.data, &got, "line", "timestamp", "stream")
+	fuzzDecodeStrict(t, "log", ev.Data, &got, "line", "timestamp", "stream")
 	if got.Line != want {
 		t.Errorf("log line = %q, want %q (input %q)", got.Line, want, line)
 	}
@@ -314,20 +314,20 @@ func fuzzCheckNotices(t *testing.T, line []byte, id int, retry time.Duration, wa
 		{"completed", strconv.Itoa(id), completed, -1, []string{"message", "line", "timestamp", "status", "exit_code"}},
 	} {
 		ev := fuzzOneEvent(t, nt.name+" frame", nt.frame, nt.name, nt.id)
-		fuzzCheckData(t, nt.name, ev.data)
+		fuzzCheckData(t, nt.name, ev.Data)
 		var d struct {
 			Message, Line string
 			ExitCode      *int `json:"exit_code"`
 		}
-		fuzzDecodeStrict(t, nt.name, ev.data, &d, nt.keys...)
+		fuzzDecodeStrict(t, nt.name, ev.Data, &d, nt.keys...)
 		if d.Message != want || d.Line != want {
 			t.Errorf("%s message, line = %q, %q, want %q", nt.name, d.Message, d.Line, want)
 		}
 		if nt.name == "completed" && (d.ExitCode == nil || *d.ExitCode != code) {
 			t.Errorf("completed exit_code = %v, want %d", d.ExitCode, code)
 		}
-		if ev.retry != nt.retry {
-			t.Errorf("%s retry = %d, want %d (-1: none)", nt.name, ev.retry, nt.retry)
+		if ev.Retry != nt.retry {
+			t.Errorf("%s retry = %d, want %d (-1: none)", nt.name, ev.Retry, nt.retry)
 		}
 	}
 	return connected, completed
@@ -347,9 +347,9 @@ func fuzzValidUTF8(b []byte) string {
 }
 
 // fuzzOneEvent parses a frame that must dispatch exactly one event with the given name and id.
-func fuzzOneEvent(t *testing.T, what string, frame []byte, event, id string) fuzzSSEEvent {
+func fuzzOneEvent(t *testing.T, what string, frame []byte, event, id string) sseEvent {
 	t.Helper()
-	evs, err := fuzzParseSSE(frame)
+	evs, err := parseSSE(frame)
 	if err != nil {
 		t.Fatalf("%s is not a valid event stream: %v\n%q", what, err, frame)
 	}
@@ -357,9 +357,9 @@ func fuzzOneEvent(t *testing.T, what string, frame []byte, event, id string) fuz
 		t.Fatalf("%s dispatches %d events, want 1:\n%q", what, len(evs), frame)
 	}
 	ev := evs[0]
-	if ev.event != event || ev.id != id || ev.dataLines != 1 {
+	if ev.Event != event || ev.ID != id || ev.DataLines != 1 {
 		t.Fatalf("%s dispatches event %q, id %q with %d data lines, want %q, id %q, 1 data line:\n%q",
-			what, ev.event, ev.id, ev.dataLines, event, id, frame)
+			what, ev.Event, ev.ID, ev.DataLines, event, id, frame)
 	}
 	return ev
 }
@@ -394,90 +394,4 @@ func fuzzDecodeStrict(t *testing.T, what, data string, v any, keys ...string) {
 	if err := json.Unmarshal([]byte(data), v); err != nil {
 		t.Fatalf("%s data does not decode: %v: %q", what, err, data)
 	}
-}
-
-// fuzzSSEEvent is one event dispatched by fuzzParseSSE.
-type fuzzSSEEvent struct {
-	event     string // the type, "message" when no event field was given
-	id        string // the last event id when it was dispatched
-	data      string
-	dataLines int   // how many data fields made up data
-	retry     int64 // the reconnection time set in this event's block, in ms; -1 if none
-}
-
-// fuzzParseSSE parses a complete event stream by the rules of the WHATWG HTML standard,
-// "Server-sent events: Interpreting an event stream": lines end at CRLF, LF or CR; a line
-// starting with ':' is a comment; "field: value" loses one space before the value; a blank
-// line dispatches the event if it has data. Where a browser would quietly ignore or repair
-// something, this parser is strict and fails instead: invalid UTF-8 (a browser decodes it
-// with replacement), a field other than id, event, data and retry (a leading BOM shows up as
-// one), an id holding NUL or a retry that is not digits (both ignored by browsers), an event
-// field without data (dropped), and a stream that ends in the middle of a line or an event
-// (discarded).
-func fuzzParseSSE(stream []byte) ([]fuzzSSEEvent, error) {
-	if !utf8.Valid(stream) {
-		return nil, errors.New("stream is not valid UTF-8")
-	}
-	var (
-		evs                 []fuzzSSEEvent
-		lastID, event, data string
-		dataLines           int
-		retry               int64 = -1
-		pending             bool  // a field has been seen since the last dispatch
-	)
-	s := string(stream)
-	for len(s) > 0 {
-		end := strings.IndexAny(s, "\r\n")
-		if end < 0 {
-			return nil, fmt.Errorf("stream ends inside the line %q", s)
-		}
-		line, next := s[:end], s[end+1:]
-		if s[end] == '\r' && strings.HasPrefix(next, "\n") {
-			next = next[1:]
-		}
-		s = next
-
-		if line == "" {
-			if dataLines > 0 {
-				if event == "" {
-					event = "message"
-				}
-				evs = append(evs, fuzzSSEEvent{event: event, id: lastID, data: strings.TrimSuffix(data, "\n"), dataLines: dataLines, retry: retry})
-			} else if event != "" {
-				return nil, fmt.Errorf("event %q has no data, so it is never dispatched", event)
-			}
-			event, data, dataLines, retry, pending = "", "", 0, -1, false
-			continue
-		}
-		if line[0] == ':' {
-			continue
-		}
-		pending = true
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "event":
-			event = value
-		case "data":
-			data += value + "\n"
-			dataLines++
-		case "id":
-			if strings.ContainsRune(value, 0) {
-				return nil, fmt.Errorf("id %q holds NUL", value)
-			}
-			lastID = value
-		case "retry":
-			ms, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || strings.Trim(value, "0123456789") != "" {
-				return nil, fmt.Errorf("retry %q is not a number of milliseconds", value)
-			}
-			retry = ms
-		default:
-			return nil, fmt.Errorf("unknown field %q in line %q", field, line)
-		}
-	}
-	if pending {
-		return nil, errors.New("stream ends inside an event: no blank line after its last field")
-	}
-	return evs, nil
 }

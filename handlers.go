@@ -209,7 +209,7 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("job queued", "job", job.ID, "name", spec.Name, "priority", spec.Priority)
 	w.Header().Set("Location", "/api/v1/jobs/"+job.ID)
-	s.writeJSON(w, r, http.StatusCreated, newJobView(job, queued, true))
+	s.writeJSON(w, r, http.StatusCreated, job.view(queued.jobState, queued.QueuePosition, true))
 }
 
 // submissionFormat tells YAML from JSON by Content-Type. A missing type is refused, and so is
@@ -251,7 +251,7 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 	jobs := s.sched.list(status, limit)
 	views := make([]jobView, len(jobs))
 	for i, job := range jobs {
-		views[i] = newJobView(job, s.sched.state(job), false)
+		views[i] = s.sched.view(job, false)
 	}
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"jobs": views})
 }
@@ -279,7 +279,7 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, newJobView(job, s.sched.state(job), true))
+	s.writeJSON(w, r, http.StatusOK, s.sched.view(job, true))
 }
 
 func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
@@ -289,7 +289,7 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("job cancel requested", "job", job.ID)
-	s.writeJSON(w, r, http.StatusAccepted, newJobView(job, s.sched.state(job), true))
+	s.writeJSON(w, r, http.StatusAccepted, s.sched.view(job, true))
 }
 
 func (s *server) deleteJob(w http.ResponseWriter, r *http.Request) {
@@ -379,14 +379,14 @@ func (s *server) getEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) streamLogs(w http.ResponseWriter, r *http.Request) {
-	s.serveJobStream(w, r, "log", func(j *Job) *eventLog { return j.logs })
+	s.serveJobStream(w, r, logStream)
 }
 
 func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
-	s.serveJobStream(w, r, "event", func(j *Job) *eventLog { return j.events })
+	s.serveJobStream(w, r, eventsStream)
 }
 
-func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, what string, pick func(*Job) *eventLog) {
+func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, kind streamKind) {
 	job, err := s.sched.get(r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -400,64 +400,9 @@ func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, what str
 	defer s.openStreams.Add(-1)
 	// A stream reads no body and lasts as long as its job: only its writes have deadlines.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
-	if err := serveStream(w, r, job, pick(job), what, s.stream); err != nil {
+	if err := serveStream(w, r, job, kind, s.stream); err != nil {
 		s.writeError(w, r, err)
 	}
-}
-
-// jobView is a job as the API shows it.
-type jobView struct {
-	ID            string         `json:"id"`
-	Name          string         `json:"name"`
-	Description   string         `json:"description"`
-	Status        Status         `json:"status"`
-	Priority      int            `json:"priority"`
-	Timeout       float64        `json:"timeout"` // seconds
-	Playbook      string         `json:"playbook,omitempty"`
-	Inventory     []string       `json:"inventory"`
-	Variables     map[string]any `json:"variables,omitempty"`
-	CreatedAt     time.Time      `json:"created_at"`
-	StartedAt     *time.Time     `json:"started_at"`
-	FinishedAt    *time.Time     `json:"finished_at"`
-	ExitCode      *int           `json:"exit_code"`
-	Message       string         `json:"message"`
-	QueuePosition int            `json:"queue_position,omitempty"`
-	LogLines      int            `json:"log_lines"`
-	Summary       *jobSummary    `json:"summary"`
-}
-
-// newJobView builds a job's API form from its state; full adds the playbook and variables,
-// which lists leave out.
-func newJobView(job *Job, st jobState, full bool) jobView {
-	v := jobView{
-		ID:            job.ID,
-		Name:          job.Spec.Name,
-		Description:   job.Spec.Description,
-		Status:        st.Status,
-		Priority:      job.Spec.Priority,
-		Timeout:       job.Spec.Timeout.Seconds(),
-		Inventory:     job.Spec.Inventory,
-		CreatedAt:     job.CreatedAt,
-		StartedAt:     timeOrNull(st.StartedAt),
-		FinishedAt:    timeOrNull(st.FinishedAt),
-		ExitCode:      st.ExitCode,
-		Message:       st.Message,
-		QueuePosition: st.QueuePosition,
-		LogLines:      job.logs.length(),
-		Summary:       st.Summary,
-	}
-	if full {
-		v.Playbook = job.Spec.Playbook
-		v.Variables = maskVariables(job.Spec.Variables)
-	}
-	return v
-}
-
-func timeOrNull(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
 }
 
 // writeJSON marshals first and only then writes, so a marshal error never leaves a half-sent 200.

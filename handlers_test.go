@@ -6,10 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,62 +16,6 @@ import (
 	"testing"
 	"time"
 )
-
-// apiDo sends one request and returns the answer with its whole body read.
-func apiDo(t *testing.T, method, url, contentType, body string) (*http.Response, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, raw
-}
-
-// apiWantError checks that an answer is the JSON error {"error": "..."} with the status, and
-// that the message contains want.
-func apiWantError(t *testing.T, resp *http.Response, raw []byte, status int, want string) string {
-	t.Helper()
-	if got := resp.StatusCode; got != status {
-		t.Errorf("status = %d, want %d; body %s", got, status, raw)
-	}
-	if got, want := resp.Header.Get("Content-Type"), "application/json"; got != want {
-		t.Errorf("Content-Type = %q, want %q; body %q", got, want, raw)
-	}
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("error body is not JSON: %v: %q", err, raw)
-	}
-	msg, ok := body["error"].(string)
-	if !ok || len(body) != 1 || msg == "" {
-		t.Fatalf("error body = %s, want exactly {\"error\": \"...\"}", raw)
-	}
-	if !strings.Contains(msg, want) {
-		t.Errorf("error %q does not contain %q", msg, want)
-	}
-	return msg
-}
-
-// apiGet fetches a job.
-func apiGet(t *testing.T, td *testDaemon, id string) map[string]any {
-	t.Helper()
-	status, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
-	if status != http.StatusOK {
-		t.Fatalf("GET job %s: status %d: %v", id, status, job)
-	}
-	return job
-}
 
 // apiBlockWorker occupies the daemon's one worker with a job that waits for a gate file, and
 // returns that job's id and a function that opens the gate.
@@ -91,22 +33,6 @@ func apiBlockWorker(t *testing.T, td *testDaemon) (string, func()) {
 
 // apiQuickJob is the variables of a job the fake runner finishes at once, successfully.
 var apiQuickJob = map[string]any{"fake": "lines", "count": 1}
-
-// apiWaitFor polls the job until cond holds, or fails the test after a while.
-func apiWaitFor(t *testing.T, td *testDaemon, id, what string, cond func(job map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		job := apiGet(t, td, id)
-		if cond(job) {
-			return job
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s: still not %s: %v", id, what, job)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func apiTime(t *testing.T, job map[string]any, field string) time.Time {
 	t.Helper()
@@ -129,7 +55,7 @@ func TestAPISubmit(t *testing.T) {
 	defer open()
 
 	before := time.Now()
-	resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs", "application/x-yaml", seedSimpleJob)
+	resp, raw := do(t, "POST", td.URL+"/api/v1/jobs", contentType("application/x-yaml"), seedSimpleJob)
 	if got, want := resp.StatusCode, http.StatusCreated; got != want {
 		t.Fatalf("status = %d, want %d; body %s", got, want, raw)
 	}
@@ -177,7 +103,7 @@ func TestAPISubmit(t *testing.T) {
 	}
 
 	// The Location header names the job.
-	if got := apiGet(t, td, id)["id"]; got != id {
+	if got := td.getJob(t, id)["id"]; got != id {
 		t.Errorf("GET %s: id = %v", resp.Header.Get("Location"), got)
 	}
 	if id == blocker {
@@ -207,8 +133,9 @@ func (h apiSlowLog) Handle(_ context.Context, r slog.Record) error {
 // sink (the handler logs "job queued" between queueing the job and answering) makes the
 // worker win that race every time.
 func TestAPISubmitAnswersQueued(t *testing.T) {
-	td := startTestDaemon(t)
-	td.srv.log = slog.New(apiSlowLog{message: "job queued", delay: 100 * time.Millisecond})
+	td := startTestDaemon(t, func(d *daemon) {
+		d.srv.log = slog.New(apiSlowLog{message: "job queued", delay: 100 * time.Millisecond})
+	})
 	body, _ := json.Marshal(map[string]any{"name": "q", "playbook": miniPlaybook, "variables": apiQuickJob})
 	for i := 0; i < 3; i++ {
 		job := td.submit(t, "application/json", string(body), http.StatusCreated)
@@ -244,13 +171,13 @@ func TestAPISubmitContentTypes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.contentType, func(t *testing.T) {
-			resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs", tt.contentType, tt.body)
+			resp, raw := do(t, "POST", td.URL+"/api/v1/jobs", contentType(tt.contentType), tt.body)
 			if tt.want != http.StatusCreated {
 				want := "Content-Type"
 				if tt.want == http.StatusBadRequest {
 					want = "JSON"
 				}
-				apiWantError(t, resp, raw, tt.want, want)
+				wantError(t, resp, raw, tt.want, want)
 				return
 			}
 			if got := resp.StatusCode; got != tt.want {
@@ -281,8 +208,8 @@ func TestAPISubmitInvalidJob(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs", "application/x-yaml", tt.body)
-			apiWantError(t, resp, raw, http.StatusBadRequest, tt.want)
+			resp, raw := do(t, "POST", td.URL+"/api/v1/jobs", contentType("application/x-yaml"), tt.body)
+			wantError(t, resp, raw, http.StatusBadRequest, tt.want)
 		})
 	}
 	_, list := getJSON(t, td.URL+"/api/v1/jobs")
@@ -294,7 +221,6 @@ func TestAPISubmitInvalidJob(t *testing.T) {
 // TestAPIBodyLimit checks -max-body at its edge: a body of exactly the limit is read, one
 // byte more is 413.
 func TestAPIBodyLimit(t *testing.T) {
-	td := startTestDaemon(t)
 	body := "name: limit\nplaybook: |\n  - hosts: localhost\n    tasks: []\nvariables: {fake: lines, count: 1}\n"
 	tests := []struct {
 		name    string
@@ -308,10 +234,10 @@ func TestAPIBodyLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			td.srv.maxBody = tt.maxBody
-			resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs", "application/x-yaml", tt.body)
+			td := startTestDaemon(t, func(d *daemon) { d.srv.maxBody = tt.maxBody })
+			resp, raw := do(t, "POST", td.URL+"/api/v1/jobs", contentType("application/x-yaml"), tt.body)
 			if tt.want != http.StatusCreated {
-				apiWantError(t, resp, raw, tt.want, "-max-body")
+				wantError(t, resp, raw, tt.want, "-max-body")
 				return
 			}
 			if got := resp.StatusCode; got != tt.want {
@@ -373,8 +299,8 @@ func TestAPIErrorRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			resp, raw := apiDo(t, tt.method, td.URL+tt.path, "", "")
-			apiWantError(t, resp, raw, tt.status, tt.want)
+			resp, raw := do(t, tt.method, td.URL+tt.path, nil, "")
+			wantError(t, resp, raw, tt.status, tt.want)
 			if tt.allow == nil {
 				return
 			}
@@ -392,7 +318,7 @@ func TestAPIErrorRoutes(t *testing.T) {
 
 func TestAPIHealthz(t *testing.T) {
 	td := startTestDaemon(t)
-	resp, raw := apiDo(t, "GET", td.URL+"/healthz", "", "")
+	resp, raw := do(t, "GET", td.URL+"/healthz", nil, "")
 	if got, want := resp.StatusCode, http.StatusOK; got != want {
 		t.Fatalf("status = %d, want %d", got, want)
 	}
@@ -511,7 +437,7 @@ func TestAPIGetJob(t *testing.T) {
 		want float64
 	}{{high, 1}, {low, 2}}
 	for _, p := range positions {
-		job := apiGet(t, td, p.id)
+		job := td.getJob(t, p.id)
 		if got := job["status"]; got != "queued" {
 			t.Errorf("%s: status = %v, want queued", p.id, got)
 		}
@@ -529,7 +455,7 @@ func TestAPIGetJob(t *testing.T) {
 	}
 
 	// The blocker printed its first 3 lines and waits at the gate.
-	job := apiWaitFor(t, td, blocker, "3 log lines", func(j map[string]any) bool { return j["log_lines"] == 3.0 })
+	job := td.waitJob(t, blocker, "3 log lines", func(j map[string]any) bool { return j["log_lines"] == 3.0 })
 	if got := job["status"]; got != "running" {
 		t.Errorf("blocker: status = %v, want running", got)
 	}
@@ -574,7 +500,7 @@ func TestAPILogs(t *testing.T) {
 
 	for _, query := range []string{"", "?format=text"} {
 		t.Run("text"+query, func(t *testing.T) {
-			resp, raw := apiDo(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs"+query, "", "")
+			resp, raw := do(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs"+query, nil, "")
 			if got, want := resp.StatusCode, http.StatusOK; got != want {
 				t.Fatalf("status = %d, want %d; body %s", got, want, raw)
 			}
@@ -590,7 +516,7 @@ func TestAPILogs(t *testing.T) {
 	}
 
 	t.Run("jsonl", func(t *testing.T) {
-		resp, raw := apiDo(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs?format=jsonl", "", "")
+		resp, raw := do(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs?format=jsonl", nil, "")
 		if got, want := resp.StatusCode, http.StatusOK; got != want {
 			t.Fatalf("status = %d, want %d; body %s", got, want, raw)
 		}
@@ -620,8 +546,8 @@ func TestAPILogs(t *testing.T) {
 	})
 
 	t.Run("bogus format", func(t *testing.T) {
-		resp, raw := apiDo(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs?format=bogus", "", "")
-		apiWantError(t, resp, raw, http.StatusBadRequest, "format:")
+		resp, raw := do(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs?format=bogus", nil, "")
+		wantError(t, resp, raw, http.StatusBadRequest, "format:")
 	})
 }
 
@@ -632,7 +558,7 @@ func TestAPICancel(t *testing.T) {
 	queued := td.submitFake(t, "waiting", 5, apiQuickJob)
 
 	t.Run("queued job", func(t *testing.T) {
-		resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs/"+queued+"/cancel", "", "")
+		resp, raw := do(t, "POST", td.URL+"/api/v1/jobs/"+queued+"/cancel", nil, "")
 		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("status = %d, want 200 or 202; body %s", resp.StatusCode, raw)
 		}
@@ -641,7 +567,7 @@ func TestAPICancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		// At once: the answer itself, and the job read back, say cancelled.
-		for _, job := range []map[string]any{answer, apiGet(t, td, queued)} {
+		for _, job := range []map[string]any{answer, td.getJob(t, queued)} {
 			if got, want := job["status"], "cancelled"; got != want {
 				t.Errorf("status = %v, want %v", got, want)
 			}
@@ -665,12 +591,12 @@ func TestAPICancel(t *testing.T) {
 	})
 
 	t.Run("cancelled job again", func(t *testing.T) {
-		resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs/"+queued+"/cancel", "", "")
-		apiWantError(t, resp, raw, http.StatusConflict, queued)
+		resp, raw := do(t, "POST", td.URL+"/api/v1/jobs/"+queued+"/cancel", nil, "")
+		wantError(t, resp, raw, http.StatusConflict, queued)
 	})
 
 	t.Run("running job", func(t *testing.T) {
-		resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs/"+running+"/cancel", "", "")
+		resp, raw := do(t, "POST", td.URL+"/api/v1/jobs/"+running+"/cancel", nil, "")
 		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("status = %d, want 200 or 202; body %s", resp.StatusCode, raw)
 		}
@@ -683,9 +609,9 @@ func TestAPICancel(t *testing.T) {
 	t.Run("completed job", func(t *testing.T) {
 		done := td.submitFake(t, "done", 5, apiQuickJob)
 		td.waitStatus(t, done, StatusCompleted)
-		resp, raw := apiDo(t, "POST", td.URL+"/api/v1/jobs/"+done+"/cancel", "", "")
-		apiWantError(t, resp, raw, http.StatusConflict, "already ended")
-		if got, want := apiGet(t, td, done)["status"], "completed"; got != want {
+		resp, raw := do(t, "POST", td.URL+"/api/v1/jobs/"+done+"/cancel", nil, "")
+		wantError(t, resp, raw, http.StatusConflict, "already ended")
+		if got, want := td.getJob(t, done)["status"], "completed"; got != want {
 			t.Errorf("status after refused cancel = %v, want %v", got, want)
 		}
 	})
@@ -729,7 +655,6 @@ func TestAPIPriorityOrder(t *testing.T) {
 }
 
 func TestAPICORS(t *testing.T) {
-	td := startTestDaemon(t)
 	tests := []struct {
 		name      string
 		origins   []string
@@ -752,31 +677,27 @@ func TestAPICORS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			// cors() reads the origins when routes() builds the handler, so build a fresh one.
-			td.srv.corsOrigins = tt.origins
-			h := td.srv.routes()
-			req := httptest.NewRequest(tt.method, tt.path, nil)
-			req.Host = "localhost:8080" // a name charond answers to (httptest's default is example.com)
+			td := startTestDaemon(t, func(d *daemon) { d.srv.corsOrigins = tt.origins })
+			h := map[string]string{}
 			if tt.origin != "" {
-				req.Header.Set("Origin", tt.origin)
+				h["Origin"] = tt.origin
 			}
 			if tt.preflight {
-				req.Header.Set("Access-Control-Request-Method", "POST")
-				req.Header.Set("Access-Control-Request-Headers", "content-type")
+				h["Access-Control-Request-Method"] = "POST"
+				h["Access-Control-Request-Headers"] = "content-type"
 			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if tt.status != 0 && rec.Code != tt.status {
-				t.Errorf("status = %d, want %d; body %s", rec.Code, tt.status, rec.Body)
+			resp, raw := do(t, tt.method, td.URL+tt.path, h, "")
+			if tt.status != 0 && resp.StatusCode != tt.status {
+				t.Errorf("status = %d, want %d; body %s", resp.StatusCode, tt.status, raw)
 			}
-			if got := rec.Header().Get("Access-Control-Allow-Origin"); got != tt.want {
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
 				t.Errorf("Access-Control-Allow-Origin = %q, want %q", got, tt.want)
 			}
 			if tt.preflight && tt.want != "" {
-				if got := rec.Header().Get("Access-Control-Allow-Methods"); !strings.Contains(got, "POST") {
+				if got := resp.Header.Get("Access-Control-Allow-Methods"); !strings.Contains(got, "POST") {
 					t.Errorf("Access-Control-Allow-Methods = %q, want POST in it", got)
 				}
-				if got := strings.ToLower(rec.Header().Get("Access-Control-Allow-Headers")); !strings.Contains(got, "content-type") {
+				if got := strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")); !strings.Contains(got, "content-type") {
 					t.Errorf("Access-Control-Allow-Headers = %q, want Content-Type in it", got)
 				}
 			}

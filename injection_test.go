@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -111,7 +112,7 @@ func TestAnsibleDoesNotTemplateVariables(t *testing.T) {
 			id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
 			td.waitStatus(t, id, StatusCompleted)
 			_, err := os.Stat(marker)
-			log, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs")
+			log := get(t, td.URL+"/api/v1/jobs/"+id+"/logs")
 			if jinja {
 				if err != nil {
 					t.Errorf("with -allow-jinja-in-vars the lookup did not run: %v\n%s", err, log)
@@ -150,15 +151,15 @@ func TestPlaybooksOnlyMode(t *testing.T) {
 	}
 	for name, body := range refused {
 		t.Run(name, func(t *testing.T) {
-			status, msg := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, body)
-			if status != http.StatusForbidden || !strings.Contains(msg, "-playbooks-only") {
-				t.Errorf("%d %s, want 403 naming -playbooks-only", status, msg)
+			resp, msg := do(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, body)
+			if resp.StatusCode != http.StatusForbidden || !bytes.Contains(msg, []byte("-playbooks-only")) {
+				t.Errorf("%d %s, want 403 naming -playbooks-only", resp.StatusCode, msg)
 			}
 		})
 	}
 	for _, vars := range []map[string]any{{"fake": "lines", "count": 1}, {"fake": "lines", "ansible_user": "deploy", "ansible_port": 2222}} {
-		if status, msg := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, job("site.yml", vars)); status != http.StatusCreated {
-			t.Errorf("a playbook from -playbook-dir with %v: %d %s, want 201", vars, status, msg)
+		if resp, msg := do(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, job("site.yml", vars)); resp.StatusCode != http.StatusCreated {
+			t.Errorf("a playbook from -playbook-dir with %v: %d %s, want 201", vars, resp.StatusCode, msg)
 		}
 	}
 	for _, args := range [][]string{{"-playbooks-only", "-allow-jinja-in-vars"}, {"-allow-vars", "ansible_user"}} {
@@ -184,9 +185,9 @@ func TestExpansionBombs(t *testing.T) {
 	for name, body := range map[string]string{"nested aliases": laughs.String(), "one alias many times": wide, "deep": deep, "cycle": cycle} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
-			status, msg := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/x-yaml"}, body)
-			if status != http.StatusBadRequest || !strings.Contains(msg, "variables:") {
-				t.Errorf("%d %s, want 400 naming variables", status, msg)
+			resp, msg := do(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/x-yaml"}, body)
+			if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(msg, []byte("variables:")) {
+				t.Errorf("%d %s, want 400 naming variables", resp.StatusCode, msg)
 			}
 			t.Logf("refused in %v: %s", time.Since(start), msg)
 		})
@@ -263,14 +264,17 @@ func TestSecretsAreMaskedByKeyAndDropped(t *testing.T) {
 	vars["fake"], vars["count"] = "lines", 1
 	id := td.submitFake(t, "secret", 5, vars)
 	td.waitStatus(t, id, StatusCompleted)
-	got := apiGet(t, td, id)["variables"].(map[string]any)
+	got := td.getJob(t, id)["variables"].(map[string]any)
 	if db := got["db"].(map[string]any); db["password"] != masked || db["host"] != "db1" {
 		t.Errorf("job JSON shows db = %v", db)
 	}
 	var journal []byte
-	waitFor(t, "the journal to drop the secrets", func() bool {
-		journal, _ = os.ReadFile(filepath.Join(td.dir, "data", "jobs.journal"))
-		return !strings.Contains(string(journal), "s3cr3t-pw") && !strings.Contains(string(journal), "tok-abcdef")
+	waitFor(t, "the journal to drop the secrets", func() (bool, string) {
+		var err error
+		if journal, err = os.ReadFile(filepath.Join(td.dir, "data", "jobs.journal")); err != nil {
+			t.Fatal(err)
+		}
+		return !strings.Contains(string(journal), "s3cr3t-pw") && !strings.Contains(string(journal), "tok-abcdef"), string(journal)
 	})
 	if !strings.Contains(string(journal), `"password":"********"`) {
 		t.Errorf("the journal lost the secret's name:\n%s", journal)
@@ -284,9 +288,7 @@ func TestQueuedJobIsCheckedAgainAtStart(t *testing.T) {
 	first := startTestDaemonIn(t, dir)
 	first.stop(t)
 	id := newJobID()
-	appendRecord(t, dir, jobRecord{ID: id, Version: 1, Seq: 1, Name: "old", Playbook: "- hosts: all\n  tasks: []\n",
-		Inventory: []string{"web$(id)"}, Variables: map[string]any{"fake": "report"}, Priority: 5, Timeout: time.Minute,
-		CreatedAt: time.Now(), Status: StatusQueued})
+	appendRecord(t, dir, jobRecord{ID: id, Version: 1, Seq: 1, CreatedAt: time.Now(), JobSpec: JobSpec{Name: "old", Playbook: "- hosts: all\n  tasks: []\n", Inventory: []string{"web$(id)"}, Variables: map[string]any{"fake": "report"}, Priority: 5, Timeout: time.Minute}, jobState: jobState{Status: StatusQueued}})
 	td := startTestDaemonIn(t, dir)
 	job := td.waitStatus(t, id, StatusFailed)
 	if msg, _ := job["message"].(string); !strings.Contains(msg, "refusing to start") || !strings.Contains(msg, "inventory[0]") {
@@ -310,9 +312,9 @@ func TestPlaybookMayNotLieInTheDataDir(t *testing.T) {
 	td.waitStatus(t, id, StatusCompleted)
 	for _, p := range []string{"data/jobs.journal", "data/logs/" + id + ".log", filepath.Join(td.srv.limits.DataDir, "jobs.journal")} {
 		doc, _ := json.Marshal(map[string]any{"name": "p", "playbook": p})
-		status, msg := boundaryDo(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, string(doc))
-		if status != http.StatusBadRequest || !strings.Contains(msg, "-data-dir") {
-			t.Errorf("playbook %s: %d %s, want 400 naming -data-dir", p, status, msg)
+		resp, msg := do(t, "POST", td.URL+"/api/v1/jobs", map[string]string{"Content-Type": "application/json"}, string(doc))
+		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(msg, []byte("-data-dir")) {
+			t.Errorf("playbook %s: %d %s, want 400 naming -data-dir", p, resp.StatusCode, msg)
 		}
 	}
 	r := td.sched.runner

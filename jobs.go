@@ -35,25 +35,38 @@ const (
 	defaultPriority = 5
 )
 
-// JobSpec is what a client submits, validated (see submission.go).
+// JobSpec is what a client submits, validated (see submission.go). It never changes once
+// the job exists. Its JSON is how the journal stores it (see jobRecord).
 type JobSpec struct {
-	Name        string
-	Description string
+	Name        string `json:"name,omitempty"`
+	Description string `json:"description,omitempty"`
 	// Playbook is the embedded playbook text, or the path as the client gave it.
-	Playbook string
+	Playbook string `json:"playbook,omitempty"`
 	// PlaybookPath is the resolved absolute path of an external playbook; empty when embedded.
-	PlaybookPath string
-	Inventory    []string
-	Variables    map[string]any
-	Priority     int
-	Timeout      time.Duration
+	PlaybookPath string         `json:"playbook_path,omitempty"`
+	Inventory    []string       `json:"inventory,omitempty"`
+	Variables    map[string]any `json:"variables,omitempty"`
+	Priority     int            `json:"priority,omitempty"`
+	Timeout      time.Duration  `json:"timeout_ns,omitempty"`
 }
 
 // Embedded reports whether the playbook text was sent inline rather than named by path.
 func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
 
-// Job is one submitted playbook run. Its spec, id and creation time never change; the rest is
-// guarded by mu. The two logs carry the job's output lines and its status events.
+// jobState is what changes in a job's life. Its JSON is how the journal stores it.
+type jobState struct {
+	Status     Status      `json:"status,omitempty"`
+	StartedAt  time.Time   `json:"started_at"`
+	FinishedAt time.Time   `json:"finished_at"`
+	ExitCode   *int        `json:"exit_code,omitempty"` // nil until it ends, and for a run killed by a signal
+	Message    string      `json:"message,omitempty"`
+	PGID       int         `json:"pgid,omitempty"`    // the process group of its run, once started
+	Summary    *jobSummary `json:"summary,omitempty"` // from the callback plugin's events; nil until the first
+}
+
+// Job is one submitted playbook run. Its id, spec, creation time and seq never change; its
+// state changes only through the transitions below, each of which returns the change to
+// commit (store.commit). The two logs carry the job's output lines and its events.
 type Job struct {
 	ID        string
 	Spec      *JobSpec
@@ -63,17 +76,26 @@ type Job struct {
 	logs   *eventLog
 	events *eventLog
 
-	mu         sync.Mutex // guards the fields below; taken before its logs' eventLog.mu, never after
-	status     Status
-	startedAt  time.Time
-	finishedAt time.Time
-	exitCode   *int
-	message    string
-	cancelRun  func(*stopReason) // set when the job starts: ends its run for that reason
-	pgid       int               // the process group of its run, once started
-	version    uint64            // of its stored record; each save is a new version
-	summary    *jobSummary       // from the callback plugin's events; nil until the first
-	ending     bool              // finish has begun: its streams are closing, its status follows
+	mu        sync.Mutex // guards the fields below; taken before its logs' eventLog.mu, never after
+	st        jobState
+	version   uint64            // of its record; each change is a new version
+	cancelRun func(*stopReason) // set when the job starts: ends its run for that reason
+	ending    bool              // end has begun: its streams are closing, its status follows
+}
+
+// stream is the job's log of that kind.
+func (j *Job) stream(kind streamKind) *eventLog {
+	if kind == eventsStream {
+		return j.events
+	}
+	return j.logs
+}
+
+// change is what a transition leaves to write: an event for the job's events stream, if any,
+// then the new version of its record.
+type change struct {
+	event  []byte
+	record jobRecord
 }
 
 // newJobID returns a random id in the 8-4-4-4-12 hex form of a UUID, as the README's examples show.
@@ -86,11 +108,199 @@ func newJobID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
+// jobFromRecord is the inverse of recordLocked: the job a record describes, without its logs.
+func jobFromRecord(rec jobRecord) *Job {
+	spec := rec.JobSpec
+	if spec.Variables == nil {
+		spec.Variables = map[string]any{}
+	}
+	return &Job{ID: rec.ID, Spec: &spec, CreatedAt: rec.CreatedAt, seq: rec.Seq, st: rec.jobState, version: rec.Version}
+}
+
+// recordLocked is the job's record at its current version; j.mu is held. Once the job has
+// ended, its secret variables are masked (see storedVariablesLocked).
+func (j *Job) recordLocked() jobRecord {
+	spec := *j.Spec
+	spec.Variables = j.storedVariablesLocked()
+	st := j.st
+	st.Summary = st.Summary.clone()
+	return jobRecord{ID: j.ID, Version: j.version, Seq: j.seq, CreatedAt: j.CreatedAt, JobSpec: spec, jobState: st}
+}
+
+// record is the job's record at its current version, for a compaction: it changes nothing.
+func (j *Job) record() jobRecord {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.recordLocked()
+}
+
+// changedLocked makes a new version of the record and returns it with event; j.mu is held.
+func (j *Job) changedLocked(event []byte) change {
+	j.version++
+	return change{event: event, record: j.recordLocked()}
+}
+
 // Status returns the job's current status.
 func (j *Job) Status() Status {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.status
+	return j.st.Status
+}
+
+// state returns a copy of the job's state, safe to read without the lock.
+func (j *Job) state() jobState {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st := j.st
+	st.Summary = st.Summary.clone()
+	return st
+}
+
+// queue marks a new job queued. Its "queued" event is not part of the change: it can be
+// rebuilt from the record, so it is published once the record is saved (see submit).
+func (j *Job) queue() change {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.st.Status, j.st.Message = StatusQueued, queuedMessage(j.Spec.Priority)
+	return j.changedLocked(nil)
+}
+
+// queuedEvent is a job's first event. It is built from what the job's record holds, so that a
+// restart rebuilds it exactly.
+func (j *Job) queuedEvent() []byte {
+	return statusPayload(j.ID, StatusQueued, queuedMessage(j.Spec.Priority), j.CreatedAt)
+}
+
+func queuedMessage(priority int) string { return fmt.Sprintf("Job queued with priority %d", priority) }
+
+// start marks the job running from at; cancel ends its run, for a reason.
+func (j *Job) start(at time.Time, cancel func(*stopReason)) change {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	const message = "Job started"
+	j.st.Status, j.st.StartedAt, j.st.Message = StatusRunning, at, message
+	j.cancelRun = cancel
+	return j.changedLocked(statusPayload(j.ID, StatusRunning, message, at))
+}
+
+// setProcessGroup records the process group its run started in, so that a charond restarted
+// after a crash can kill what the run left behind.
+func (j *Job) setProcessGroup(pgid int) change {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.st.PGID = pgid
+	return j.changedLocked(nil)
+}
+
+// noteTaskEvent folds a task event into the job's summary. It commits nothing: the summary
+// is saved with the job's next record, its final one at the latest.
+func (j *Job) noteTaskEvent(ev *pluginEvent) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.st.Summary == nil {
+		j.st.Summary = &jobSummary{Hosts: map[string]hostCounts{}, FailedTasks: []failedTask{}}
+	}
+	j.st.Summary.add(ev)
+}
+
+// cancel ends the job's run for reason if it is running. It returns the job's status, so the
+// caller can say why it did nothing.
+func (j *Job) cancel(reason *stopReason) (Status, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.st.Status != StatusRunning {
+		return j.st.Status, false
+	}
+	j.cancelRun(reason)
+	return j.st.Status, true
+}
+
+// beginEnding claims the job's end, once: it reports false if the job has ended or another
+// caller is ending it.
+func (j *Job) beginEnding() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.st.Status.Final() || j.ending {
+		return false
+	}
+	j.ending = true
+	return true
+}
+
+// end makes the job final and its streams complete in one step, so that whoever sees one sees
+// the other. Its final event and the flush of its logs come before (see scheduler.finish).
+func (j *Job) end(status Status, at time.Time, exitCode *int, message string) change {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.st.Status, j.st.FinishedAt, j.st.ExitCode, j.st.Message = status, at, exitCode, message
+	done := streamEnd{Status: status, ExitCode: exitCode}
+	j.logs.markComplete(done)
+	j.events.markComplete(done)
+	return j.changedLocked(nil)
+}
+
+// deletion is the record that deletes the job from the journal.
+func (j *Job) deletion() change {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	c := j.changedLocked(nil)
+	c.record.Deleted = true
+	return c
+}
+
+// jobView is a job as the API shows it.
+type jobView struct {
+	ID            string         `json:"id"`
+	Name          string         `json:"name"`
+	Description   string         `json:"description"`
+	Status        Status         `json:"status"`
+	Priority      int            `json:"priority"`
+	Timeout       float64        `json:"timeout"` // seconds
+	Playbook      string         `json:"playbook,omitempty"`
+	Inventory     []string       `json:"inventory"`
+	Variables     map[string]any `json:"variables,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	StartedAt     *time.Time     `json:"started_at"`
+	FinishedAt    *time.Time     `json:"finished_at"`
+	ExitCode      *int           `json:"exit_code"`
+	Message       string         `json:"message"`
+	QueuePosition int            `json:"queue_position,omitempty"`
+	LogLines      int            `json:"log_lines"`
+	Summary       *jobSummary    `json:"summary"`
+}
+
+// view is the job as the API shows it, in state st at queue position pos (0 once it runs);
+// full adds the playbook and the variables, masked, which lists leave out.
+func (j *Job) view(st jobState, pos int, full bool) jobView {
+	v := jobView{
+		ID:            j.ID,
+		Name:          j.Spec.Name,
+		Description:   j.Spec.Description,
+		Status:        st.Status,
+		Priority:      j.Spec.Priority,
+		Timeout:       j.Spec.Timeout.Seconds(),
+		Inventory:     j.Spec.Inventory,
+		CreatedAt:     j.CreatedAt,
+		StartedAt:     timeOrNull(st.StartedAt),
+		FinishedAt:    timeOrNull(st.FinishedAt),
+		ExitCode:      st.ExitCode,
+		Message:       st.Message,
+		QueuePosition: pos,
+		LogLines:      j.logs.length(),
+		Summary:       st.Summary,
+	}
+	if full {
+		v.Playbook = j.Spec.Playbook
+		v.Variables = maskVariables(j.Spec.Variables)
+	}
+	return v
+}
+
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // exitMessage explains an ansible-playbook exit code in the words of its documentation

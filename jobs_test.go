@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -495,5 +496,38 @@ func TestHasLoneSurrogate(t *testing.T) {
 		if got := hasLoneSurrogate([]byte(tt.in)); got != tt.want {
 			t.Errorf("hasLoneSurrogate(%s) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestRecordRoundTrip checks that a job's record and its inverse are plain copies: every
+// field of the spec and the state survives the journal's JSON and comes back.
+func TestRecordRoundTrip(t *testing.T) {
+	code := 2
+	job := jobFromRecord(jobRecord{ID: newJobID(), Version: 7, Seq: 3, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		JobSpec: JobSpec{Name: "n", Description: "d", Playbook: "/p/site.yml", PlaybookPath: "/p/site.yml",
+			Inventory: []string{"web1", "web2"}, Variables: map[string]any{"a": "b", "n": 1.5}, Priority: 10, Timeout: time.Minute},
+		jobState: jobState{Status: StatusFailed, StartedAt: time.Date(2026, 1, 2, 3, 4, 6, 0, time.UTC),
+			FinishedAt: time.Date(2026, 1, 2, 3, 4, 9, 0, time.UTC), ExitCode: &code, Message: "m", PGID: 4242,
+			Summary: &jobSummary{Hosts: map[string]hostCounts{"web1": {OK: 1, Failed: 1}}, FailedTasks: []failedTask{{Host: "web1", Task: "t", Message: "x"}}}}})
+	first := job.record()
+	line, err := json.Marshal(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back jobRecord
+	if err := json.Unmarshal(line, &back); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := json.Marshal(jobFromRecord(back).record())
+	if string(again) != string(line) {
+		t.Errorf("record after a round trip:\n%s\nwant:\n%s", again, line)
+	}
+	for _, key := range []string{`"name":"n"`, `"playbook_path":"/p/site.yml"`, `"timeout_ns":60000000000`, `"status":"failed"`, `"pgid":4242`, `"exit_code":2`, `"version":7`, `"seq":3`} {
+		if !strings.Contains(string(line), key) {
+			t.Errorf("record %s lacks %s", line, key)
+		}
+	}
+	if job.record().Version != 7 {
+		t.Error("taking a record made a new version: compactions would bump every job")
 	}
 }

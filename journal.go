@@ -56,7 +56,8 @@ type journal struct {
 	//
 	// Lock order: compactMu, then mu. mu is taken with no other lock of charond's held, and
 	// takes none under it (storeHealth.mu, a leaf, aside): the records it writes are built
-	// under the scheduler's and the jobs' locks, which are released first.
+	// under the scheduler's and the jobs' locks, which are released first. A compaction's
+	// snapshot takes those (scheduler.mu, then Job.mu) under compactMu only.
 	compactMu sync.Mutex
 	mu        sync.Mutex
 	cond      *sync.Cond  // signalled when an fsync ends, or a compaction replaces the file

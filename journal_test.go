@@ -111,11 +111,7 @@ func withFaults(t *testing.T, fs *faults) testOption {
 
 // testRecord is a valid record of a queued job.
 func testRecord(n int) jobRecord {
-	return jobRecord{
-		ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", n), Version: 1, Seq: uint64(n),
-		Name: fmt.Sprint("job ", n), Playbook: "- hosts: all\n", Inventory: []string{"localhost"},
-		Priority: 5, Timeout: time.Minute, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Status: StatusQueued,
-	}
+	return jobRecord{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", n), Version: 1, Seq: uint64(n), CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), JobSpec: JobSpec{Name: fmt.Sprint("job ", n), Playbook: "- hosts: all\n", Inventory: []string{"localhost"}, Priority: 5, Timeout: time.Minute}, jobState: jobState{Status: StatusQueued}}
 }
 
 // testJournal is a store in a temporary data dir whose journal files fail as fs says, opened

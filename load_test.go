@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -158,11 +156,10 @@ func TestLoadSubmissionsAndStreams(t *testing.T) {
 		// This test is about clients that leave, so it keeps charond's default.
 		d.srv.stream.WriteTimeout = 30 * time.Second
 	})
-	http.DefaultClient.CloseIdleConnections()
-	base := runtime.NumGoroutine()
+	baseFiles := openFiles(t)
 	start := time.Now()
 
-	// A client of its own, whose connections the test closes before counting goroutines.
+	// A client of its own, with room for an idle connection per request in flight.
 	tr := &http.Transport{MaxIdleConnsPerHost: 2 * inFlight}
 	run := &loadRun{client: &http.Client{Transport: tr}, url: td.URL, first: make(chan struct{})}
 	ctx := contextWithTimeout(t, budget)
@@ -185,32 +182,32 @@ func TestLoadSubmissionsAndStreams(t *testing.T) {
 	// Every accepted job is listed once, in a state that holds together; the stubs all end,
 	// and then every job has completed.
 	loadCheckList(t, td, run.ids, false)
-	loadWaitIdle(t, td, 60*time.Second)
+	loadWaitIdle(t, td)
 	t.Logf("all %d jobs ended %v after the start", len(run.ids), time.Since(start).Round(time.Millisecond))
 	loadCheckList(t, td, run.ids, true)
 
+	// What clients that leave could leak: a stream still counted, a subscriber still on a
+	// job's log, a connection or a file still open.
 	if n := td.srv.openStreams.Load(); n != 0 {
 		t.Errorf("open streams = %d after every client left, want 0", n)
 	}
+	for _, id := range run.ids {
+		job := mustJob(t, td, id)
+		if n := job.logs.subscriberCount() + job.events.subscriberCount(); n != 0 {
+			t.Errorf("job %s has %d subscribers after every client left, want 0", id, n)
+		}
+	}
 	tr.CloseIdleConnections()
-	http.DefaultClient.CloseIdleConnections()
-	waitGoroutines(t, base)
+	waitFilesClosed(t, baseFiles)
 }
 
 // loadWaitIdle waits until no job is queued or running.
-func loadWaitIdle(t *testing.T, td *testDaemon, within time.Duration) {
+func loadWaitIdle(t *testing.T, td *testDaemon) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	waitFor(t, "every job to end", func() (bool, string) {
 		_, info := getJSON(t, td.URL+"/api/v1/info")
-		if info["queued"] == 0.0 && info["running"] == 0.0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs still not done after %v: %v", within, info)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return info["queued"] == 0.0 && info["running"] == 0.0, fmt.Sprint(info)
+	})
 }
 
 // loadDir returns a directory for the daemon's data on tmpfs when the machine has one: the
@@ -300,35 +297,34 @@ func loadStreamToEnd(ctx context.Context, client *http.Client, url string) error
 		raw, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("status %d: %s", resp.StatusCode, raw)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	completed := false
-	var lines int   // read so far, for the error messages
-	var last string // the last line read
-	for sc.Scan() {
-		line := sc.Text()
-		lines, last = lines+1, line
-		if line == "event: completed" {
-			completed = true
+	r := newSSEReader(resp.Body)
+	var n int         // events read so far, for the error messages
+	var last sseEvent // the last event read
+	for {
+		ev, err := r.next()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("stream ended without completed after %d events, the last %+v", n, last)
+		}
+		if err != nil {
+			return fmt.Errorf("after %d events, the last %+v: %w", n, last, err)
+		}
+		n, last = n+1, ev
+		if ev.Event != "completed" {
 			continue
 		}
-		if completed && strings.HasPrefix(line, "data: ") {
-			var d completedData
-			if err := json.Unmarshal([]byte(line[len("data: "):]), &d); err != nil {
-				return fmt.Errorf("completed data %q: %v", line, err)
-			}
-			if d.Status != StatusCompleted || d.ExitCode == nil || *d.ExitCode != 0 {
-				return fmt.Errorf("completed with %s, exit code %v; want completed, 0", d.Status, d.ExitCode)
-			}
-			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-				return fmt.Errorf("after completed: %v", err)
-			}
-			return nil // and the server closed the stream
+		var d completedData
+		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+			return fmt.Errorf("completed data %q: %v", ev.Data, err)
 		}
+		if d.Status != StatusCompleted || d.ExitCode == nil || *d.ExitCode != 0 {
+			return fmt.Errorf("completed with %s, exit code %v; want completed, 0", d.Status, d.ExitCode)
+		}
+		// And then the server closes the stream.
+		if ev, err := r.next(); !errors.Is(err, io.EOF) {
+			return fmt.Errorf("after completed: %+v, %v; want the end of the stream", ev, err)
+		}
+		return nil
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("after %d lines, the last %q: %w", lines, last, err)
-	}
-	return fmt.Errorf("stream ended without completed after %d lines, the last %q", lines, last)
 }
 
 // loadCheckList lists every job and checks that each accepted one appears exactly once, in a

@@ -9,14 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -64,21 +60,11 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	c := &config{}
 	fs := flag.NewFlagSet("charond", flag.ContinueOnError)
 	fs.SetOutput(out)
-	env := func(name, fallback string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return fallback
-	}
-	envInt := func(name string, fallback int) int {
-		if n, err := strconv.Atoi(getenv(name)); err == nil {
-			return n
-		}
-		return fallback
-	}
+	e := &flagEnv{getenv: getenv}
+	env := e.str
 	fs.StringVar(&c.Addr, "addr", env("CHARON_ADDR", "127.0.0.1:8080"),
 		"Address to listen on, host:port. Env CHARON_ADDR.")
-	fs.IntVar(&c.Workers, "workers", envInt("CHARON_WORKERS", runtime.NumCPU()),
+	fs.IntVar(&c.Workers, "workers", envParse(e, "CHARON_WORKERS", "-workers", runtime.NumCPU(), strconv.Atoi, "not a whole number"),
 		"How many jobs run at once; the rest wait in the queue by priority. Env CHARON_WORKERS.")
 	fs.StringVar(&c.AnsiblePlaybook, "ansible-playbook", env("CHARON_ANSIBLE_PLAYBOOK", "ansible-playbook"),
 		"The ansible-playbook to run: a path, or a name looked up in PATH. Env CHARON_ANSIBLE_PLAYBOOK.")
@@ -156,7 +142,44 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: charond takes flags only (see -h)", fs.Arg(0))
 	}
+	// Refused even when the flag was given too: the value is wrong wherever it is used next.
+	if e.err != nil {
+		return nil, e.err
+	}
 	return c, c.validate()
+}
+
+// flagEnv gives flags their defaults from the environment.
+type flagEnv struct {
+	getenv func(string) string
+	err    error // the first value that did not parse
+}
+
+// str is the variable's value, or fallback when it is unset or empty.
+func (e *flagEnv) str(name, fallback string) string {
+	if v := e.getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// envParse is the variable's value parsed by parse, or fallback when it is unset or empty. A
+// value that does not parse is kept in e.err, which parseFlags refuses as it refuses a bad
+// flag: falling back to the default would run charond with a setting nobody chose. what is
+// the complaint the message makes, such as "not a whole number".
+func envParse[T any](e *flagEnv, name, flagName string, fallback T, parse func(string) (T, error), what string) T {
+	v := e.getenv(name)
+	if v == "" {
+		return fallback
+	}
+	parsed, err := parse(v)
+	if err != nil {
+		if e.err == nil {
+			e.err = fmt.Errorf("%s=%q: %s (%s)", name, v, what, flagName)
+		}
+		return fallback
+	}
+	return parsed
 }
 
 func (c *config) validate() error {
@@ -221,11 +244,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	return d.serve(ctx, ln)
+	return d.run(ctx)
 }
 
 // checkAuthSettings refuses settings that would let anyone who can reach charond, or any web
@@ -248,198 +267,4 @@ func checkAuthSettings(cfg *config) error {
 		}
 	}
 	return nil
-}
-
-// daemon is charond wired together: scheduler, HTTP server and settings.
-type daemon struct {
-	cfg      *config
-	log      *slog.Logger
-	sched    *scheduler
-	srv      *server
-	stopping chan struct{} // closed once jobs have stopped at shutdown: ends remaining streams
-}
-
-// newDaemon checks the settings against the machine and wires the parts; it starts nothing.
-func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
-	playbookDir, err := realDir(cfg.PlaybookDir)
-	if err != nil {
-		return nil, fmt.Errorf("-playbook-dir: %w", err)
-	}
-	dataDir, err := filepath.Abs(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("-data-dir: %w", err)
-	}
-	st, records, err := openStore(dataDir, logger)
-	if err != nil {
-		return nil, fmt.Errorf("-data-dir: %w", err)
-	}
-	// Real, like playbookDir, so that a playbook path can be checked against both.
-	realDataDir, err := realDir(st.dir)
-	if err != nil {
-		return nil, fmt.Errorf("-data-dir: %w", err)
-	}
-	r := &runner{
-		playbookDir:  playbookDir,
-		dataDir:      realDataDir,
-		templateVars: cfg.AllowJinjaVars,
-		envAllow:     splitList(cfg.EnvAllow),
-		playbookCmd:  cfg.AnsiblePlaybook,
-		workRoot:     filepath.Join(dataDir, "work"),
-		killGrace:    cfg.KillGrace,
-		maxLine:      cfg.MaxLine,
-		// Before restore: it sweeps the job cgroups a crashed charond on this data dir left.
-		contain:   newContainment(dataDir, logger),
-		noteFault: st.noteFault,
-	}
-	sched := newScheduler(r, st, logger)
-	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
-	if err := sched.restore(records); err != nil {
-		return nil, fmt.Errorf("load jobs from %s: %w", dataDir, err)
-	}
-	stopping := make(chan struct{})
-	srv := &server{
-		sched: sched,
-		log:   logger,
-		limits: specLimits{PlaybookDir: playbookDir, DataDir: realDataDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars)},
-		maxBody: cfg.MaxBody,
-		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,
-			Stopping: stopping, Log: logger},
-		corsOrigins: splitList(cfg.CORSOrigins),
-		workers:     cfg.Workers,
-		token:       cfg.Token,
-		maxStreams:  int64(cfg.MaxStreams),
-		hosts:       newHostGuard(cfg.Addr, splitList(cfg.AllowedHosts)),
-		bodyTimeout: cfg.ReadBodyTimeout,
-	}
-	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv, stopping: stopping}, nil
-}
-
-// realDir makes dir absolute with symlinks resolved, so containment checks compare real paths.
-func realDir(dir string) (string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return "", err
-	}
-	info, err := os.Stat(real)
-	if err != nil {
-		return "", err
-	}
-	if !info.IsDir() {
-		return "", fmt.Errorf("%s is not a directory", real)
-	}
-	return real, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
-}
-
-// serve runs the daemon on ln until ctx ends, then shuts down: no new jobs, running ones
-// cancelled, open streams ended with their final events.
-func (d *daemon) serve(ctx context.Context, ln net.Listener) error {
-	d.srv.ansibleVersion = d.checkAnsible()
-	d.sched.start(d.cfg.Workers)
-	d.sched.prune()
-	pruneCtx, stopPruning := context.WithCancel(context.Background())
-	pruneDone := make(chan struct{})
-	go func() {
-		defer close(pruneDone)
-		d.pruneEvery(pruneCtx, time.Hour)
-	}()
-	// Pruning ends before the store closes.
-	defer func() { stopPruning(); <-pruneDone }()
-	// So does the data dir probe, whose recovery rewrites the journal.
-	stopProbe := d.sched.startStoreProbe(storeProbeInterval)
-	defer stopProbe()
-	httpSrv := &http.Server{
-		Handler: d.srv.routes(),
-		// Slow clients may not hold a connection open before sending their headers...
-		ReadHeaderTimeout: d.cfg.ReadHeaderTime,
-		// ...nor sit idle between requests for long. There is deliberately no WriteTimeout:
-		// streams last as long as their job; each stream write has its own deadline instead.
-		IdleTimeout:    d.cfg.IdleTimeout,
-		MaxHeaderBytes: d.cfg.MaxHeaderBytes,
-		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-	}
-	d.log.Info("charond listening", "addr", ln.Addr().String(), "tls", d.cfg.TLSCert != "", "auth", d.srv.token != "", "workers", d.cfg.Workers,
-		"playbook_dir", d.srv.limits.PlaybookDir, "data_dir", d.cfg.DataDir, "ansible_playbook", d.srv.ansibleVersion)
-
-	served := make(chan error, 1)
-	go func() {
-		if d.cfg.TLSCert != "" {
-			served <- httpSrv.ServeTLS(ln, d.cfg.TLSCert, d.cfg.TLSKey)
-		} else {
-			served <- httpSrv.Serve(jsonErrorListener{ln})
-		}
-	}()
-	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	stopPruning()
-	<-pruneDone
-	stopProbe()
-	d.shutdown(httpSrv)
-	return nil
-}
-
-// shutdown stops the daemon: no new jobs, running ones drained or cancelled, open streams
-// ended with their final events, then the store closed.
-func (d *daemon) shutdown(httpSrv *http.Server) {
-	d.log.Info("shutting down", "drain_timeout", d.cfg.DrainTimeout)
-	// Jobs get -kill-grace to end after SIGTERM; a few seconds more cover reaping and the
-	// final events.
-	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout+d.cfg.KillGrace+3*time.Second)
-	defer cancel()
-	if err := d.sched.shutdown(sctx, d.cfg.DrainTimeout); err != nil {
-		d.log.Warn("shutdown", "err", err)
-	}
-	close(d.stopping)
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		d.log.Warn("closing open connections", "err", err)
-		httpSrv.Close()
-	}
-	d.sched.close()
-	d.log.Info("charond stopped")
-}
-
-// pruneEvery deletes expired jobs periodically until ctx ends.
-func (d *daemon) pruneEvery(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.sched.prune()
-		}
-	}
-}
-
-// checkAnsible asks ansible-playbook for its version. When it is missing charond still runs,
-// warns loudly, and every job fails saying how to install it.
-func (d *daemon) checkAnsible() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	v, err := d.sched.runner.version(ctx)
-	if err != nil {
-		d.log.Warn("ANSIBLE-PLAYBOOK NOT USABLE: every job will fail until it is installed",
-			"err", err,
-			"fix", "install ansible-core (apt-get install ansible-core, or pipx install ansible-core) or set -ansible-playbook")
-		return "unavailable: " + err.Error()
-	}
-	return v
 }

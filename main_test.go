@@ -4,16 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,12 +30,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// testDaemon is charond wired as in production, served by httptest, with the test binary as
+// testDaemon is charond wired, started and stopped as in production, with the test binary as
 // its ansible-playbook unless the test asks for the real one.
 type testDaemon struct {
 	*daemon
 	URL      string
-	http     *httptest.Server
 	dir      string
 	stopOnce sync.Once
 }
@@ -62,12 +60,30 @@ func startTestDaemon(t testing.TB, opts ...testOption) *testDaemon {
 // so that a test can start another on the same directories after stopping the first.
 func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon {
 	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	d, err := tryStartDaemon(t, dir, logger, nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := &testDaemon{daemon: d, URL: "http://" + d.addr, dir: dir}
+	t.Cleanup(func() { td.stop(t) })
+	return td
+}
+
+// tryStartDaemon starts a daemon as startTestDaemonIn does, with flags added to the test's
+// own, through the daemon's own newDaemon and start. The daemon runs only if err is nil, and
+// then the caller stops it.
+func tryStartDaemon(t testing.TB, dir string, logger *slog.Logger, flags []string, opts ...testOption) (*daemon, error) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// charond's defaults, from its own flags, with what a test needs changed.
-	cfg, err := parseFlags([]string{
+	cfg, err := parseFlags(append([]string{
 		"-addr", "127.0.0.1:0",
 		"-workers", "1",
 		"-ansible-playbook", self,
@@ -79,63 +95,47 @@ func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon
 		"-heartbeat", "1s",
 		"-stream-write-timeout", "2s",
 		"-retention", "24h",
-	}, func(string) string { return "" }, io.Discard)
+	}, flags...), func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(cfg.PlaybookDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
 	d, err := newDaemon(cfg, logger)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	// The race detector makes a process sleep a second at exit; the fake runner needn't.
 	d.sched.runner.extraEnv = []string{"CHARON_FAKE_RUNNER=1", "GORACE=atexit_sleep_ms=0"}
+	// Tests probe the store themselves (probeStore), when their faults are in place.
+	d.probeInterval = 24 * time.Hour
 	for _, o := range opts {
 		o(d)
 	}
 	d.srv.workers = d.cfg.Workers
-	d.sched.start(cfg.Workers)
-	ts := httptest.NewServer(d.srv.routes())
-	td := &testDaemon{daemon: d, URL: ts.URL, http: ts, dir: dir}
-	t.Cleanup(func() { td.stop(t) })
-	return td
+	if err := d.start(); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // stop shuts the daemon down as charond does on SIGTERM, and closes its store. It may be
 // called more than once.
 func (td *testDaemon) stop(t testing.TB) {
 	td.stopOnce.Do(func() {
-		if err := td.sched.shutdown(contextWithTimeout(t, 10*time.Second), 0); err != nil {
+		if err := td.daemon.stop(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		close(td.stopping)
-		td.http.CloseClientConnections()
-		td.http.Close()
-		td.sched.close()
 	})
 }
 
 // submit posts a job document and decodes the answer; it fails the test unless the status is want.
-func (td *testDaemon) submit(t testing.TB, contentType, body string, want int) map[string]any {
+func (td *testDaemon) submit(t testing.TB, ct, body string, want int) map[string]any {
 	t.Helper()
-	resp, err := http.Post(td.URL+"/api/v1/jobs", contentType, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var got map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("POST answer is not JSON: %v: %q", err, raw)
-	}
-	if resp.StatusCode != want {
-		t.Fatalf("POST status = %d, want %d; body %s", resp.StatusCode, want, raw)
+	status, got := doJSON(t, "POST", td.URL+"/api/v1/jobs", contentType(ct), body)
+	if status != want {
+		t.Fatalf("POST status = %d, want %d; answer %v", status, want, got)
 	}
 	return got
 }
@@ -154,169 +154,43 @@ func (td *testDaemon) submitFake(t testing.TB, name string, priority int, vars m
 	return got["id"].(string)
 }
 
-// getJSON fetches a URL and decodes its JSON answer, returning the status too.
-func getJSON(t testing.TB, url string) (int, map[string]any) {
+// getJob fetches a job.
+func (td *testDaemon) getJob(t testing.TB, id string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	status, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
+	if status != http.StatusOK {
+		t.Fatalf("GET job %s: status %d: %v", id, status, job)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var got map[string]any
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("GET %s: answer is not JSON: %v: %q", url, err, raw)
-	}
-	return resp.StatusCode, got
+	return job
 }
 
-// waitStatus polls the job until it reaches the status, or fails the test after a while.
+// waitJob polls the job until cond holds, and returns it then.
+func (td *testDaemon) waitJob(t testing.TB, id, what string, cond func(job map[string]any) bool) map[string]any {
+	t.Helper()
+	var job map[string]any
+	waitFor(t, fmt.Sprintf("job %s: %s", id, what), func() (bool, string) {
+		job = td.getJob(t, id)
+		return cond(job), fmt.Sprint(job)
+	})
+	return job
+}
+
+// waitStatus polls the job until it reaches the status.
 func (td *testDaemon) waitStatus(t testing.TB, id string, want Status) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, job := getJSON(t, td.URL+"/api/v1/jobs/"+id)
-		if code != http.StatusOK {
-			t.Fatalf("GET job %s: %d %v", id, code, job)
-		}
-		if Status(job["status"].(string)) == want {
-			return job
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s is %v, still not %s: %v", id, job["status"], want, job)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return td.waitJob(t, id, string(want), func(job map[string]any) bool { return job["status"] == string(want) })
 }
 
-// sseEvent is one event as a client sees it.
-type sseEvent struct {
-	ID    string
-	Event string
-	Data  string
-	At    time.Time // when the client read it
-}
-
-// readSSE parses an event stream until EOF, sending each event on out. It follows the WHATWG
-// rules as far as charond's streams need them: fields, comments and blank-line dispatch.
-func readSSE(r io.Reader, out chan<- sseEvent) error {
-	defer close(out)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	var ev sseEvent
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if ev.Event != "" || len(data) > 0 {
-				ev.Data = strings.Join(data, "\n")
-				ev.At = time.Now()
-				out <- ev
-			}
-			ev, data = sseEvent{}, nil
-		case strings.HasPrefix(line, ":"):
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "id":
-				ev.ID = value
-			case "event":
-				ev.Event = value
-			case "data":
-				data = append(data, value)
-			}
-		}
-	}
-	return sc.Err()
-}
-
-// openStream connects to a stream and returns its events; headers may set Last-Event-ID.
-func openStream(t testing.TB, url string, headers map[string]string) (*http.Response, <-chan sseEvent) {
+// waitLogLines waits until the job has printed at least n lines.
+func waitLogLines(t testing.TB, td *testDaemon, id string, n int) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events := make(chan sseEvent, 1024)
-	go func() {
-		// Ends when the server closes the stream or the test closes resp.Body.
-		readSSE(resp.Body, events)
-	}()
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp, events
-}
-
-// collect reads a stream's events up to and including `completed`.
-func collect(t testing.TB, events <-chan sseEvent) []sseEvent {
-	t.Helper()
-	var all []sseEvent
-	timeout := time.After(60 * time.Second)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				return all
-			}
-			all = append(all, ev)
-			if ev.Event == "completed" {
-				return all
-			}
-		case <-timeout:
-			t.Fatalf("stream did not complete; got %d events", len(all))
-		}
-	}
-}
-
-// logLines extracts the log events' ids and line texts, checking that ids count up from first.
-func logLines(t testing.TB, events []sseEvent, first int) []string {
-	t.Helper()
-	var lines []string
-	for _, ev := range events {
-		if ev.Event != "log" {
-			continue
-		}
-		want := strconv.Itoa(first + len(lines))
-		if ev.ID != want {
-			t.Fatalf("log event id = %s, want %s (lost or repeated line)", ev.ID, want)
-		}
-		var d struct{ Line string }
-		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
-			t.Fatalf("log data is not JSON: %v: %q", err, ev.Data)
-		}
-		lines = append(lines, d.Line)
-	}
-	return lines
+	td.waitJob(t, id, fmt.Sprintf("at least %d log lines", n), func(job map[string]any) bool { return job["log_lines"].(float64) >= float64(n) })
 }
 
 func contextWithTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitGoroutines waits until the number of goroutines is back to at most base, and fails the
-// test with a dump of them if it is not within a few seconds.
-func waitGoroutines(t testing.TB, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d, want at most %d\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // fakeLines is what the fake runner prints for the "lines" scenario.
@@ -326,27 +200,6 @@ func fakeLines(n int) []string {
 		out[i] = fmt.Sprintf("line %d", i+1)
 	}
 	return out
-}
-
-// httpGet returns a URL's body.
-func httpGet(url string) ([]byte, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
-}
-
-// httpPost posts a body and returns the response with its body already read and closed.
-func httpPost(url, contentType, body string) (*http.Response, error) {
-	resp, err := http.Post(url, contentType, strings.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp, nil
 }
 
 func TestParseFlags(t *testing.T) {
@@ -371,6 +224,47 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(bad, getenv, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
+	}
+}
+
+// TestParseFlagsEnv checks the environment's values for flags that are not strings: one that
+// does not parse is refused like a bad flag, naming the variable and the flag, where it used
+// to give way to the default without a word.
+func TestParseFlagsEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		env         string // CHARON_WORKERS
+		args        []string
+		wantErr     string // "" for none
+		wantWorkers int
+	}{
+		{"a number", "3", nil, "", 3},
+		{"empty is unset", "", nil, "", runtime.NumCPU()},
+		{"not a number", "abc", nil, `CHARON_WORKERS="abc": not a whole number (-workers)`, 0},
+		{"a fraction", "1.5", nil, `CHARON_WORKERS="1.5": not a whole number (-workers)`, 0},
+		{"spaces", " 3", nil, `CHARON_WORKERS=" 3": not a whole number (-workers)`, 0},
+		// The flag wins over the variable, but the variable is still wrong.
+		{"flag given too", "abc", []string{"-workers", "2"}, `CHARON_WORKERS="abc": not a whole number (-workers)`, 0},
+		{"help comes first", "abc", []string{"-h"}, flag.ErrHelp.Error(), 0},
+		// A number that parses is checked like the flag's.
+		{"zero", "0", nil, "-workers must be at least 1, not 0", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string { return map[string]string{"CHARON_WORKERS": tc.env}[k] }
+			c, err := parseFlags(tc.args, getenv, io.Discard)
+			var gotErr string
+			if err != nil {
+				gotErr = err.Error()
+			}
+			if gotErr != tc.wantErr {
+				t.Fatalf("error = %q, want %q", gotErr, tc.wantErr)
+			}
+			if err == nil {
+				if got, want := c.Workers, tc.wantWorkers; got != want {
+					t.Errorf("workers = %d, want %d", got, want)
+				}
+			}
+		})
 	}
 }
 

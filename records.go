@@ -8,41 +8,17 @@ import (
 	"time"
 )
 
-// jobRecord is a job as the journal stores it.
+// jobRecord is a job as the journal stores it, one JSON object a line: its id, the version of
+// the record (the highest wins on load), its spec and its state. A new field of JobSpec or
+// jobState is stored with nothing to add here.
 type jobRecord struct {
-	ID           string         `json:"id"`
-	Version      uint64         `json:"version"`
-	Deleted      bool           `json:"deleted,omitempty"`
-	Seq          uint64         `json:"seq,omitempty"`
-	Name         string         `json:"name,omitempty"`
-	Description  string         `json:"description,omitempty"`
-	Playbook     string         `json:"playbook,omitempty"`
-	PlaybookPath string         `json:"playbook_path,omitempty"`
-	Inventory    []string       `json:"inventory,omitempty"`
-	Variables    map[string]any `json:"variables,omitempty"`
-	Priority     int            `json:"priority,omitempty"`
-	Timeout      time.Duration  `json:"timeout_ns,omitempty"`
-	CreatedAt    time.Time      `json:"created_at"`
-	Status       Status         `json:"status,omitempty"`
-	StartedAt    time.Time      `json:"started_at"`
-	FinishedAt   time.Time      `json:"finished_at"`
-	ExitCode     *int           `json:"exit_code,omitempty"`
-	Message      string         `json:"message,omitempty"`
-	PGID         int            `json:"pgid,omitempty"`
-	Summary      *jobSummary    `json:"summary,omitempty"`
-}
-
-// recordLocked returns the job's state as a new version of its record; j.mu is held.
-func (j *Job) recordLocked() jobRecord {
-	j.version++
-	s := j.Spec
-	return jobRecord{
-		ID: j.ID, Version: j.version, Seq: j.seq,
-		Name: s.Name, Description: s.Description, Playbook: s.Playbook, PlaybookPath: s.PlaybookPath,
-		Inventory: s.Inventory, Variables: j.storedVariablesLocked(), Priority: s.Priority, Timeout: s.Timeout,
-		CreatedAt: j.CreatedAt, Status: j.status, StartedAt: j.startedAt, FinishedAt: j.finishedAt,
-		ExitCode: j.exitCode, Message: j.message, PGID: j.pgid, Summary: j.summary.clone(),
-	}
+	ID        string    `json:"id"`
+	Version   uint64    `json:"version"`
+	Deleted   bool      `json:"deleted,omitempty"`
+	Seq       uint64    `json:"seq,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	JobSpec
+	jobState
 }
 
 // clockSlack is how long before its creation a job may seem to have started or ended. The

@@ -16,21 +16,21 @@ import (
 func (s *scheduler) restore(records []jobRecord) error {
 	var interrupted []*Job
 	for _, rec := range records {
-		job, err := s.jobFromRecord(rec)
+		job, err := s.reopen(rec)
 		if err != nil {
 			s.log.Warn("skipping a job whose logs cannot be opened", "job", rec.ID, "err", err)
 			continue
 		}
 		s.mu.Lock()
 		s.addLocked(job)
-		if job.status == StatusQueued {
+		if rec.Status == StatusQueued {
 			s.queue.add(job)
 		}
 		s.mu.Unlock()
 		if rec.Seq > s.lastSeq.Load() {
 			s.lastSeq.Store(rec.Seq)
 		}
-		if job.status == StatusRunning {
+		if rec.Status == StatusRunning {
 			interrupted = append(interrupted, job)
 		}
 	}
@@ -38,38 +38,28 @@ func (s *scheduler) restore(records []jobRecord) error {
 		return err
 	}
 	for _, job := range interrupted {
-		killLeftovers(job.pgid, job.ID, s.log)
+		killLeftovers(job.state().PGID, job.ID, s.log)
 		s.finish(job, StatusFailed, nil, "interrupted: charond stopped while the job was running")
 	}
 	return nil
 }
 
-// jobFromRecord rebuilds a job and opens its logs. Logs of ended jobs are marked complete.
-func (s *scheduler) jobFromRecord(rec jobRecord) (*Job, error) {
-	job := &Job{
-		ID: rec.ID, CreatedAt: rec.CreatedAt, seq: rec.Seq,
-		Spec: &JobSpec{
-			Name: rec.Name, Description: rec.Description, Playbook: rec.Playbook, PlaybookPath: rec.PlaybookPath,
-			Inventory: rec.Inventory, Variables: rec.Variables, Priority: rec.Priority, Timeout: rec.Timeout,
-		},
-		status: rec.Status, startedAt: rec.StartedAt, finishedAt: rec.FinishedAt, exitCode: rec.ExitCode,
-		message: rec.Message, pgid: rec.PGID, version: rec.Version, summary: rec.Summary,
-	}
-	if job.Spec.Variables == nil {
-		job.Spec.Variables = map[string]any{}
-	}
+// reopen rebuilds a job from its record and opens its logs. Logs of ended jobs are marked
+// complete.
+func (s *scheduler) reopen(rec jobRecord) (*Job, error) {
+	job := jobFromRecord(rec)
 	var err error
 	if job.logs, job.events, err = s.store.openLogs(rec.ID); err != nil {
 		return nil, err
 	}
-	if job.status.Final() {
-		end := streamEnd{Status: job.status, ExitCode: job.exitCode}
+	if rec.Status.Final() {
+		end := streamEnd{Status: rec.Status, ExitCode: rec.ExitCode}
 		job.logs.markEnded(end)
 		job.events.markEnded(end)
 	}
 	if job.events.length() == 0 {
 		// A job that never started has not written its "queued" event yet.
-		job.events.appendDeferred(queuedEvent(job))
+		job.events.appendDeferred(job.queuedEvent())
 	}
 	return job, nil
 }

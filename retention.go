@@ -11,10 +11,8 @@ func (s *scheduler) prune() {
 	var doomed []*Job
 	excess := len(s.order) - s.maxJobs
 	for _, job := range s.order {
-		job.mu.Lock()
-		final, finished := job.status.Final(), job.finishedAt
-		job.mu.Unlock()
-		if final && (excess > 0 || finished.Before(cutoff)) {
+		st := job.state()
+		if st.Status.Final() && (excess > 0 || st.FinishedAt.Before(cutoff)) {
 			doomed = append(doomed, job)
 			excess--
 		}
@@ -49,7 +47,7 @@ func (s *scheduler) compactIfLarge() {
 	s.mu.Lock()
 	n := len(s.order)
 	s.mu.Unlock()
-	if s.store.journal.recordCount() > 4*n+1000 {
+	if s.store.recordCount() > 4*n+1000 {
 		if err := s.compact(); err != nil {
 			s.log.Error("compact journal", "err", err)
 		}
@@ -61,15 +59,14 @@ func (s *scheduler) compact() error {
 	return s.store.compact(s.snapshot)
 }
 
-// snapshot returns a new version of the record of every job in memory.
+// snapshot returns the record of every job in memory, as it is: a compaction makes no new
+// version of any.
 func (s *scheduler) snapshot() []jobRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	recs := make([]jobRecord, 0, len(s.order))
 	for _, job := range s.order {
-		job.mu.Lock()
-		recs = append(recs, job.recordLocked())
-		job.mu.Unlock()
+		recs = append(recs, job.record())
 	}
 	return recs
 }

@@ -25,7 +25,9 @@ type scheduler struct {
 
 	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
 
-	mu       sync.Mutex // guards the fields below; taken before any Job.mu, never after
+	// mu guards the fields below. Lock order: scheduler.mu, then Job.mu, then eventLog.mu;
+	// the journal's locks are never taken under any of them (see journal.mu).
+	mu       sync.Mutex
 	wakeup   *sync.Cond // signalled when a job is queued or starts are stopped
 	jobs     map[string]*Job
 	order    []*Job // every job in submission order, for listing
@@ -60,11 +62,11 @@ func (s *scheduler) start(n int) {
 		go func() {
 			defer s.workers.Done()
 			for {
-				job, ctx, release := s.next()
+				job, started, ctx, release := s.next()
 				if job == nil {
 					return
 				}
-				s.execute(ctx, job)
+				s.execute(ctx, job, started)
 				release()
 			}
 		}()
@@ -73,44 +75,40 @@ func (s *scheduler) start(n int) {
 
 // submit creates a job for the spec, saves it, and queues it. It returns the job's state as
 // it was queued, before any worker could start it. The job is on disk before it is answered.
-func (s *scheduler) submit(spec *JobSpec) (*Job, jobState, error) {
+func (s *scheduler) submit(spec *JobSpec) (*Job, jobStatus, error) {
 	s.mu.Lock()
 	closed, queued := s.closed, s.queue.Len()
 	s.mu.Unlock()
 	if closed {
-		return nil, jobState{}, apiErrorf(errUnavailable, "charond is shutting down and accepts no new jobs")
+		return nil, jobStatus{}, apiErrorf(errUnavailable, "charond is shutting down and accepts no new jobs")
 	}
 	if err := s.store.unavailable(); err != nil {
-		return nil, jobState{}, err
+		return nil, jobStatus{}, err
 	}
 	// Checked before the job is saved, so concurrent submissions may pass it together and
 	// exceed the limit by a few; the limit is there to bound memory, not to count exactly.
 	if queued >= s.maxQueue {
-		return nil, jobState{}, apiErrorf(errTooMany, "the queue is full (%d jobs waiting, -max-queue): try again later", queued)
+		return nil, jobStatus{}, apiErrorf(errTooMany, "the queue is full (%d jobs waiting, -max-queue): try again later", queued)
 	}
 	job, err := s.newJob(spec)
 	if err != nil {
-		return nil, jobState{}, fmt.Errorf("create job: %w", err)
+		return nil, jobStatus{}, fmt.Errorf("create job: %w", err)
 	}
-	job.mu.Lock()
-	job.status = StatusQueued
-	job.message = queuedMessage(spec.Priority)
-	rec := job.recordLocked()
-	job.mu.Unlock()
+	accepted := job.queue()
 	// The job is in memory before its record is saved, as every change is, so that a
 	// compaction meanwhile writes it too; it is queued only once saved.
 	s.mu.Lock()
 	s.addLocked(job)
 	s.mu.Unlock()
-	if err := s.store.save(rec); err != nil {
+	if err := s.store.commit(job, accepted); err != nil {
 		s.mu.Lock()
 		s.forgetLocked(job)
 		s.mu.Unlock()
-		return nil, jobState{}, s.store.saveFailed(fmt.Errorf("save job: %w", err))
+		return nil, jobStatus{}, s.store.saveFailed(fmt.Errorf("save job: %w", err))
 	}
 	// The "queued" event can be rebuilt from the saved record, so it is published now and
 	// written with the job's first other event: accepting a job creates no file.
-	job.events.appendDeferred(queuedEvent(job))
+	job.events.appendDeferred(job.queuedEvent())
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -127,40 +125,22 @@ func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
 	return job, err
 }
 
-// queuedEvent is a job's first event. It is built from what the job's record holds, so that a
-// restart rebuilds it exactly.
-func queuedEvent(job *Job) []byte {
-	return statusPayload(job.ID, StatusQueued, queuedMessage(job.Spec.Priority), job.CreatedAt)
-}
-
-func queuedMessage(priority int) string { return fmt.Sprintf("Job queued with priority %d", priority) }
-
 func (s *scheduler) addLocked(job *Job) {
 	s.jobs[job.ID] = job
 	s.order = append(s.order, job)
 }
 
-// persist appends a status event, if any, to the job's events and saves its record.
-func (s *scheduler) persist(job *Job, rec jobRecord, event []byte) error {
-	if event != nil {
-		if err := job.events.appendData(event); err != nil {
-			return err
-		}
-	}
-	return s.store.save(rec)
-}
-
 // next blocks until a job can start and marks it running, or returns nil once the scheduler
-// stops. The returned context ends when the job is cancelled or times out; its cause is a
+// stops. started is the change that marking made, for execute to commit outside s.mu. The returned context ends when the job is cancelled or times out; its cause is a
 // *stopReason saying which. The caller calls release when the run is over.
-func (s *scheduler) next() (job *Job, ctx context.Context, release func()) {
+func (s *scheduler) next() (job *Job, started change, ctx context.Context, release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queue.Len() == 0 && !s.stopping {
 		s.wakeup.Wait()
 	}
 	if s.stopping {
-		return nil, nil, nil
+		return nil, change{}, nil, nil
 	}
 	job = s.queue.next()
 	s.running++
@@ -168,12 +148,8 @@ func (s *scheduler) next() (job *Job, ctx context.Context, release func()) {
 	timeout := &stopReason{status: StatusTimedOut, message: fmt.Sprintf("Job timed out after %s", job.Spec.Timeout)}
 	ctx, stopTimer := context.WithTimeoutCause(ctx, job.Spec.Timeout, timeout)
 
-	job.mu.Lock()
-	job.status = StatusRunning
-	job.startedAt = s.now().UTC()
-	job.cancelRun = func(reason *stopReason) { cancel(reason) }
-	job.mu.Unlock()
-	return job, ctx, func() { stopTimer(); cancel(nil) }
+	started = job.start(s.now().UTC(), func(reason *stopReason) { cancel(reason) })
+	return job, started, ctx, func() { stopTimer(); cancel(nil) }
 }
 
 // stopReason is the cause of a run's context ending: cancel, timeout or shutdown.
@@ -185,23 +161,14 @@ type stopReason struct {
 
 func (r *stopReason) Error() string { return r.message }
 
-// execute runs a job that next marked running, then records how it ended.
-func (s *scheduler) execute(ctx context.Context, job *Job) {
-	job.mu.Lock()
-	ev := job.statusEventLocked(job.startedAt, "Job started")
-	rec := job.recordLocked()
-	job.mu.Unlock()
-	if err := s.persist(job, rec, ev); err != nil {
+// execute commits the start of a job that next marked running, runs it, then records how
+// it ended.
+func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
+	if err := s.store.commit(job, started); err != nil {
 		s.log.Error("save job start", "job", job.ID, "err", err)
 	}
-
-	started := func(pgid int) {
-		// Saved so that a charond restarted after a crash can kill what this job left running.
-		job.mu.Lock()
-		job.pgid = pgid
-		rec := job.recordLocked()
-		job.mu.Unlock()
-		if err := s.store.save(rec); err != nil {
+	inGroup := func(pgid int) {
+		if err := s.store.commit(job, job.setProcessGroup(pgid)); err != nil {
 			s.log.Error("save job process group", "job", job.ID, "err", err)
 		}
 	}
@@ -212,7 +179,7 @@ func (s *scheduler) execute(ctx context.Context, job *Job) {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
 		}
 	}
-	res := s.runner.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: started})
+	res := s.runner.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: inGroup})
 	events.warnIfMissing()
 	status, code, message := outcome(ctx, res)
 	s.finish(job, status, code, message)
@@ -252,35 +219,23 @@ func outcome(ctx context.Context, res runResult) (Status, *int, string) {
 // `completed` to every client once it has everything before it), then saves its record. It
 // does nothing to a job that has ended or is ending.
 func (s *scheduler) finish(job *Job, status Status, exitCode *int, message string) {
-	at := s.now().UTC()
-	job.mu.Lock()
-	if job.status.Final() || job.ending {
-		job.mu.Unlock()
+	if !job.beginEnding() {
 		return
 	}
-	job.ending = true
-	job.mu.Unlock()
-
+	at := s.now().UTC()
 	if err := job.events.appendData(statusPayload(job.ID, status, message, at)); err != nil {
 		s.log.Error("record final status event", "job", job.ID, "err", err)
 	}
 	// The logs reach the disk before the record that says the job has ended. That is I/O, so
-	// it is done first, outside the job's lock...
+	// it is done first, outside the job's lock; end then completes the streams and the status
+	// in one step.
 	for _, l := range []*eventLog{job.logs, job.events} {
 		if err := l.flush(); err != nil {
 			s.log.Error("flush job log", "job", job.ID, "err", err)
 		}
 	}
-	// ...and the streams end in the same step as the status turns final: whoever sees the
-	// job ended finds its streams complete, and a client sent `completed` finds it ended.
-	end := streamEnd{Status: status, ExitCode: exitCode}
-	job.mu.Lock()
-	job.status, job.finishedAt, job.exitCode, job.message = status, at, exitCode, message
-	job.logs.markComplete(end)
-	job.events.markComplete(end)
-	rec := job.recordLocked()
-	job.mu.Unlock()
-	if err := s.store.save(rec); err != nil {
+	ended := job.end(status, at, exitCode, message)
+	if err := s.store.commit(job, ended); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
 	}
 	if hasSecrets(job.Spec.Variables) {
@@ -317,36 +272,27 @@ func (s *scheduler) list(status Status, limit int) []*Job {
 	return out
 }
 
-// jobState is a job's changing fields at one moment.
-type jobState struct {
-	Status        Status
-	StartedAt     time.Time
-	FinishedAt    time.Time
-	ExitCode      *int
-	Message       string
-	QueuePosition int         // 1-based while queued, else 0
-	Summary       *jobSummary // a copy
+// jobStatus is a job's state at one moment, with its place in the queue.
+type jobStatus struct {
+	jobState
+	QueuePosition int // 1-based while queued, else 0
 }
 
 // state returns the job's current state, its queue position included.
-func (s *scheduler) state(job *Job) jobState {
+func (s *scheduler) state(job *Job) jobStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stateLocked(job)
 }
 
-func (s *scheduler) stateLocked(job *Job) jobState {
-	job.mu.Lock()
-	defer job.mu.Unlock()
-	return jobState{
-		Status:        job.status,
-		StartedAt:     job.startedAt,
-		FinishedAt:    job.finishedAt,
-		ExitCode:      job.exitCode,
-		Message:       job.message,
-		QueuePosition: s.queue.position(job),
-		Summary:       job.summary.clone(),
-	}
+func (s *scheduler) stateLocked(job *Job) jobStatus {
+	return jobStatus{jobState: job.state(), QueuePosition: s.queue.position(job)}
+}
+
+// view is the job as the API shows it now.
+func (s *scheduler) view(job *Job, full bool) jobView {
+	st := s.state(job)
+	return job.view(st.jobState, st.QueuePosition, full)
 }
 
 // counts returns how many jobs wait and how many run.
@@ -373,16 +319,14 @@ func (s *scheduler) cancel(id string) (*Job, error) {
 	}
 	s.mu.Unlock()
 
-	job.mu.Lock()
-	defer job.mu.Unlock()
+	status, cancelled := job.cancel(reason)
 	switch {
-	case job.status == StatusRunning:
-		job.cancelRun(reason)
+	case cancelled:
 		return job, nil
-	case job.status.Final():
-		return nil, apiErrorf(errConflict, "job %s has already ended (%s)", job.ID, job.status)
+	case status.Final():
+		return nil, apiErrorf(errConflict, "job %s has already ended (%s)", job.ID, status)
 	}
-	return nil, apiErrorf(errConflict, "job %s cannot be cancelled while %s", job.ID, job.status)
+	return nil, apiErrorf(errConflict, "job %s cannot be cancelled while %s", job.ID, status)
 }
 
 // remove deletes a finished job with its logs.
@@ -415,15 +359,11 @@ func (s *scheduler) forgetLocked(job *Job) {
 
 // erase deletes a forgotten job from the store: its record, then its logs.
 func (s *scheduler) erase(job *Job) error {
-	job.mu.Lock()
-	rec := job.recordLocked()
-	job.mu.Unlock()
-	rec.Deleted = true
-	if err := s.store.save(rec); err != nil {
+	if err := s.store.commit(job, job.deletion()); err != nil {
 		return fmt.Errorf("delete job %s: %w", job.ID, err)
 	}
-	job.logs.release()
-	job.events.release()
+	job.logs.close()
+	job.events.close()
 	return s.store.removeLogs(job.ID)
 }
 
@@ -456,11 +396,7 @@ func (s *scheduler) shutdown(ctx context.Context, drain time.Duration) error {
 	reason := &stopReason{status: StatusCancelled, message: "Job cancelled: charond is shutting down"}
 	s.mu.Lock()
 	for _, job := range s.order {
-		job.mu.Lock()
-		if job.status == StatusRunning {
-			job.cancelRun(reason)
-		}
-		job.mu.Unlock()
+		job.cancel(reason)
 	}
 	s.mu.Unlock()
 	select {
@@ -475,12 +411,13 @@ func (s *scheduler) shutdown(ctx context.Context, drain time.Duration) error {
 func (s *scheduler) close() {
 	s.runner.contain.close() // kills what outlived the shutdown timeout; removes charond's cgroup
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, job := range s.order {
-		job.logs.release()
-		job.events.release()
+	jobs := append([]*Job(nil), s.order...)
+	s.mu.Unlock()
+	for _, job := range jobs {
+		job.logs.close()
+		job.events.close()
 	}
-	s.store.journal.close()
+	s.store.close()
 }
 
 // statusEvent is the payload of a status_changed event on the events stream.
@@ -490,13 +427,6 @@ type statusEvent struct {
 	Status    Status    `json:"status"`
 	Message   string    `json:"message"`
 	Timestamp time.Time `json:"timestamp"`
-}
-
-// statusEventLocked sets the job's message and returns the status_changed event for its
-// current status; j.mu is held.
-func (j *Job) statusEventLocked(at time.Time, message string) []byte {
-	j.message = message
-	return statusPayload(j.ID, j.status, message, at)
 }
 
 // statusPayload encodes a status_changed event.

@@ -89,7 +89,8 @@ func (sw *streamWriter) send(frame []byte) error {
 // is sent, the client goes away, a write times out, or charond stops. It runs on the request's
 // goroutine and starts none of its own, so a client that disconnects leaves nothing behind.
 // It returns an error only before anything is written, for the caller to answer.
-func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, what string, cfg streamConfig) error {
+func serveStream(w http.ResponseWriter, r *http.Request, job *Job, kind streamKind, cfg streamConfig) error {
+	l := job.stream(kind)
 	after, resuming, err := resumePoint(r)
 	if err != nil {
 		return err
@@ -111,16 +112,16 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	st := &stream{log: l, sub: sub, what: what, cfg: cfg, after: after,
+	st := &stream{log: l, sub: sub, kind: kind, cfg: cfg, after: after,
 		out: &streamWriter{w: w, rc: http.NewResponseController(w), timeout: cfg.WriteTimeout}}
 	defer st.out.rc.SetWriteDeadline(time.Time{})
-	msg := fmt.Sprintf("Connected to %s stream for job %s", what, job.ID)
+	msg := fmt.Sprintf("Connected to %s stream for job %s", kind.noun, job.ID)
 	hello := noticeFrame("connected", -1, connectedData{Message: msg, Line: msg, Timestamp: time.Now().UTC()}, cfg.Retry)
 	if err := st.out.send(hello); err != nil {
 		return nil
 	}
 	if err := st.run(r.Context(), first); err != nil && cfg.Log != nil {
-		cfg.Log.Warn("stream ended early", "job", job.ID, "stream", what, "err", err)
+		cfg.Log.Warn("stream ended early", "job", job.ID, "stream", kind.noun, "err", err)
 	}
 	return nil
 }
@@ -129,7 +130,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, l *eventLog, 
 type stream struct {
 	log   *eventLog
 	sub   *subscriber
-	what  string // "log" or "event"
+	kind  streamKind
 	cfg   streamConfig
 	out   *streamWriter
 	after int // the id of the last event sent
@@ -176,7 +177,7 @@ func (st *stream) run(ctx context.Context, res readResult) error {
 // complete sends `completed`, whose id is the last event's, so that a reconnect after it is
 // recognised.
 func (st *stream) complete(end *streamEnd) error {
-	msg := strings.ToUpper(st.what[:1]) + st.what[1:] + " stream completed"
+	msg := strings.ToUpper(st.kind.noun[:1]) + st.kind.noun[1:] + " stream completed"
 	d := completedData{Message: msg, Line: msg, Timestamp: time.Now().UTC(), Status: end.Status, ExitCode: end.ExitCode}
 	st.out.send(noticeFrame("completed", st.log.length(), d, 0))
 	return nil

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,27 +38,34 @@ func TestStreamHeadersAndConnectedEvent(t *testing.T) {
 		}
 	}
 	open()
-	all := collect(t, events)
+	all := collectCompleted(t, events)
 	first := all[0]
-	var hello map[string]any
-	json.Unmarshal([]byte(first.Data), &hello)
+	hello := sseData(t, first)
 	wantMsg := "Connected to log stream for job " + id
 	if first.Event != "connected" || first.ID != "" || hello["message"] != wantMsg || hello["line"] != wantMsg || hello["timestamp"] == nil {
 		t.Errorf("first event = %+v, want connected with message and line %q, no id", first, wantMsg)
 	}
 	last := all[len(all)-1]
-	var done map[string]any
-	json.Unmarshal([]byte(last.Data), &done)
+	done := sseData(t, last)
 	if last.Event != "completed" || last.ID != "4" || done["message"] != "Log stream completed" || done["line"] != "Log stream completed" ||
 		done["status"] != "completed" || done["exit_code"] != float64(0) {
 		t.Errorf("last event = %+v, want completed with id 4, status and exit code", last)
 	}
 	for _, ev := range all[1 : len(all)-1] {
-		var d map[string]any
-		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil || d["stream"] != "stdout" || d["timestamp"] == nil {
+		if d := sseData(t, ev); d["stream"] != "stdout" || d["timestamp"] == nil {
 			t.Errorf("log event data = %s, want line, timestamp and stream", ev.Data)
 		}
 	}
+}
+
+// sseData decodes an event's data, which must be a JSON object.
+func sseData(t *testing.T, ev sseEvent) map[string]any {
+	t.Helper()
+	var d map[string]any
+	if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+		t.Fatalf("%s event data is not a JSON object: %v: %q", ev.Event, err, ev.Data)
+	}
+	return d
 }
 
 // TestLateClientGetsEveryLineOnce joins a job half way: the client must see the lines printed
@@ -129,16 +135,11 @@ func TestStreamBadResumePoint(t *testing.T) {
 		{"?since=-1", "", "since:"},
 		{"", "x", "Last-Event-ID:"},
 	} {
-		req, _ := http.NewRequest("GET", td.URL+"/api/v1/jobs/"+id+"/logs/stream"+tc.query, nil)
+		var h map[string]string
 		if tc.header != "" {
-			req.Header.Set("Last-Event-ID", tc.header)
+			h = map[string]string{"Last-Event-ID": tc.header}
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := do(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs/stream"+tc.query, h, "")
 		if resp.StatusCode != 400 || !strings.Contains(string(body), tc.want) {
 			t.Errorf("%q %q: %d %s, want 400 naming %s", tc.query, tc.header, resp.StatusCode, body, tc.want)
 		}
@@ -149,11 +150,13 @@ func TestEventsStreamShowsEveryTransition(t *testing.T) {
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "ev", 5, map[string]any{"fake": "exit", "code": 4})
 	_, events := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", nil)
-	all := collect(t, events)
+	all := collectCompleted(t, events)
 	var got []string
 	for i, ev := range all[1 : len(all)-1] {
 		var d struct{ Type, JobID, Status, Message, Timestamp string }
-		json.Unmarshal([]byte(ev.Data), &d)
+		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+			t.Fatalf("event %d data is not JSON: %v: %q", i+1, err, ev.Data)
+		}
 		if ev.Event != "job_event" || ev.ID != fmt.Sprint(i+1) || d.Type != "status_changed" || d.Timestamp == "" {
 			t.Errorf("event %d = %+v", i+1, ev)
 		}
@@ -169,14 +172,10 @@ func TestEventsStreamShowsEveryTransition(t *testing.T) {
 
 // TestHeartbeat reads the raw stream: an idle stream must carry `: ping` comments.
 func TestHeartbeat(t *testing.T) {
-	td := startTestDaemon(t)
-	td.srv.stream.Heartbeat = 20 * time.Millisecond
+	td := startTestDaemon(t, func(d *daemon) { d.srv.stream.Heartbeat = 20 * time.Millisecond })
 	id := td.submitFake(t, "idle", 5, map[string]any{"fake": "sleep", "seconds": 60})
-	resp, err := http.Get(td.URL + "/api/v1/jobs/" + id + "/logs/stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	// The raw lines: sseReader, as a browser, skips comments.
+	resp := send(t, "GET", td.URL+"/api/v1/jobs/"+id+"/logs/stream", nil, "")
 	sc := bufio.NewScanner(resp.Body)
 	sawRetry := false
 	for sc.Scan() {
@@ -192,24 +191,22 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
-// TestDisconnectReleasesEverything opens many streams and drops them: the goroutine count and
-// the subscriber maps must return to where they were.
+// TestDisconnectReleasesEverything opens many streams and drops them: the subscriber maps, the
+// count of open streams and the open files must return to where they were.
 func TestDisconnectReleasesEverything(t *testing.T) {
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "long", 5, map[string]any{"fake": "lines", "count": 100000, "interval_ms": 1})
-	job, _ := td.sched.get(id)
+	job := mustJob(t, td, id)
 	waitLogLines(t, td, id, 1)
-	http.DefaultClient.CloseIdleConnections()
-	base := runtime.NumGoroutine()
+	baseFiles := openFiles(t)
 
 	var bodies []io.Closer
 	for i := 0; i < 50; i++ {
 		for _, path := range []string{"/logs/stream", "/events/stream"} {
-			resp, err := http.Get(td.URL + "/api/v1/jobs/" + id + path)
-			if err != nil {
-				t.Fatal(err)
+			resp := send(t, "GET", td.URL+"/api/v1/jobs/"+id+path, nil, "")
+			if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+				t.Fatalf("stream %d: %v", len(bodies), err)
 			}
-			bufio.NewReader(resp.Body).ReadString('\n')
 			bodies = append(bodies, resp.Body)
 		}
 	}
@@ -219,25 +216,22 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 	for _, b := range bodies {
 		b.Close()
 	}
-	http.DefaultClient.CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
-	for job.logs.subscriberCount()+job.events.subscriberCount() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("subscribers left after disconnect: %d", job.logs.subscriberCount()+job.events.subscriberCount())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	waitGoroutines(t, base)
+	waitSubscribers(t, job, 0)
+	waitFor(t, "the streams to be counted closed", func() (bool, string) {
+		n := td.srv.openStreams.Load()
+		return n == 0, fmt.Sprintf("%d open streams", n)
+	})
+	waitFilesClosed(t, baseFiles)
 }
 
 // TestStuckClientDoesNotSlowJob connects a client that sends its request and never reads,
 // then lets the job print 100,000 more lines (megabytes of frames, far beyond what socket
 // buffers hold). The job must ingest them all and end while the stuck client is still there.
 func TestStuckClientDoesNotSlowJob(t *testing.T) {
-	td := startTestDaemon(t)
-	td.srv.stream.WriteTimeout = time.Minute // keep the stuck client connected throughout
+	// A write timeout long enough to keep the stuck client connected throughout.
+	td := startTestDaemon(t, func(d *daemon) { d.srv.stream.WriteTimeout = time.Minute })
 	id, open := gatedJob(t, td, 100000)
-	job, _ := td.sched.get(id)
+	job := mustJob(t, td, id)
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(td.URL, "http://"))
 	if err != nil {
@@ -245,7 +239,7 @@ func TestStuckClientDoesNotSlowJob(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n", id)
-	waitSubscribers(t, job.logs, 1)
+	waitSubscribers(t, job, 1)
 	open()
 	td.waitStatus(t, id, StatusCompleted)
 	if n := job.logs.length(); n != 200000 {
@@ -256,39 +250,30 @@ func TestStuckClientDoesNotSlowJob(t *testing.T) {
 	}
 }
 
-func waitSubscribers(t *testing.T, l *eventLog, n int) {
+// waitSubscribers waits until the job's two streams have n subscribers between them.
+func waitSubscribers(t *testing.T, job *Job, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.subscriberCount() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("subscribers = %d, want %d", l.subscriberCount(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, fmt.Sprintf("%d subscribers", n), func() (bool, string) {
+		got := job.logs.subscriberCount() + job.events.subscriberCount()
+		return got == n, fmt.Sprintf("%d subscribers", got)
+	})
 }
 
 // TestStuckClientIsDroppedAfterWriteTimeout checks that a client that never reads is let go
 // once a write has blocked for the stream write timeout.
 func TestStuckClientIsDroppedAfterWriteTimeout(t *testing.T) {
-	td := startTestDaemon(t)
-	td.srv.stream.WriteTimeout = 200 * time.Millisecond
+	td := startTestDaemon(t, func(d *daemon) { d.srv.stream.WriteTimeout = 200 * time.Millisecond })
 	id := td.submitFake(t, "big", 5, map[string]any{"fake": "lines", "count": 200000})
 	td.waitStatus(t, id, StatusCompleted)
-	job, _ := td.sched.get(id)
+	job := mustJob(t, td, id)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(td.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /api/v1/jobs/%s/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n", id)
-	waitSubscribers(t, job.logs, 1)
-	deadline := time.Now().Add(10 * time.Second)
-	for job.logs.subscriberCount() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("stuck client still subscribed long after the write timeout")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSubscribers(t, job, 1)
+	waitSubscribers(t, job, 0) // dropped: megabytes of the stream were never read
 }
 
 func TestEncodeRecordAndJSONString(t *testing.T) {
@@ -326,8 +311,8 @@ func TestEndIsSeenTheSameEverywhere(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		id := td.submitFake(t, "quick", 5, map[string]any{"fake": "lines", "count": 1})
 		_, events := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", nil)
-		collect(t, events)
-		if got := apiGet(t, td, id)["status"]; got != string(StatusCompleted) {
+		collectCompleted(t, events)
+		if got := td.getJob(t, id)["status"]; got != string(StatusCompleted) {
 			t.Fatalf("job %d: status %v right after its stream completed, want completed", i, got)
 		}
 		resp, _ := openStream(t, td.URL+"/api/v1/jobs/"+id+"/events/stream", map[string]string{"Last-Event-ID": "3"})

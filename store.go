@@ -47,7 +47,9 @@ type store struct {
 	health  storeHealth
 }
 
-func (st *store) logPath(id, kind string) string { return filepath.Join(st.dir, "logs", id+"."+kind) }
+func (st *store) logPath(id string, kind streamKind) string {
+	return filepath.Join(st.dir, "logs", id+"."+kind.file)
+}
 
 // openStore opens the data dir, creating what is missing, checks that no other user could
 // have put anything in it, and reads every job record. Work dirs left by a crash are
@@ -160,6 +162,24 @@ func (st *store) save(rec jobRecord) error {
 	return nil
 }
 
+// commit writes what a change of a job leaves to write: its event on the job's events stream,
+// if any, then its record, acknowledged once on disk. It is the one way a change of a job
+// reaches the store.
+func (st *store) commit(job *Job, c change) error {
+	if c.event != nil {
+		if err := job.events.appendData(c.event); err != nil {
+			return err
+		}
+	}
+	return st.save(c.record)
+}
+
+// recordCount is the number of records in the journal file.
+func (st *store) recordCount() int { return st.journal.recordCount() }
+
+// close closes the journal; saves fail afterwards.
+func (st *store) close() error { return st.journal.close() }
+
 // compact rewrites the journal with the records snapshot returns; see journal.compact.
 func (st *store) compact(snapshot func() []jobRecord) error {
 	if err := st.journal.compact(snapshot); err != nil {
@@ -174,7 +194,7 @@ func (st *store) openLogs(id string) (logs, events *eventLog, err error) {
 	if !validJobID(id) {
 		return nil, nil, fmt.Errorf("%q is not a job id: it must not become a file name", id)
 	}
-	logs, torn, err := openEventLog(st.logPath(id, "log"), "log")
+	logs, torn, err := openEventLog(st.logPath(id, logStream), logStream)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -182,9 +202,9 @@ func (st *store) openLogs(id string) (logs, events *eventLog, err error) {
 	if torn > 0 {
 		st.log.Warn("cut a torn last line from a job's log", "job", id, "bytes", torn)
 	}
-	events, torn, err = openEventLog(st.logPath(id, "events"), "job_event")
+	events, torn, err = openEventLog(st.logPath(id, eventsStream), eventsStream)
 	if err != nil {
-		logs.release()
+		logs.close()
 		return nil, nil, err
 	}
 	events.onFault = st.noteFault
@@ -199,7 +219,7 @@ func (st *store) removeLogs(id string) error {
 	if !validJobID(id) {
 		return fmt.Errorf("%q is not a job id: it must not become a file name", id)
 	}
-	return errors.Join(removeIfExists(st.logPath(id, "log")), removeIfExists(st.logPath(id, "events")))
+	return errors.Join(removeIfExists(st.logPath(id, logStream)), removeIfExists(st.logPath(id, eventsStream)))
 }
 
 func removeIfExists(path string) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,32 +34,31 @@ func TestRestartKeepsJobs(t *testing.T) {
 	low := a.submitFake(t, "low", 1, map[string]any{"fake": "lines", "count": 2})
 	high := a.submitFake(t, "high", 15, map[string]any{"fake": "lines", "count": 2})
 	mid := a.submitFake(t, "mid", 5, map[string]any{"fake": "lines", "count": 2})
-	wantLog, _ := httpGet(a.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl")
-	wantEvents, _ := httpGet(a.URL + "/api/v1/jobs/" + done + "/events")
+	wantLog := get(t, a.URL+"/api/v1/jobs/"+done+"/logs?format=jsonl")
+	wantEvents := get(t, a.URL+"/api/v1/jobs/"+done+"/events")
 	_, wantList := getJSON(t, a.URL+"/api/v1/jobs")
 	a.stop(t)
 
 	// A job that was running when charond crashed, with its process group still alive.
 	leftover := startLeftover(t, crashedID)
-	appendRecord(t, dir, jobRecord{ID: crashedID, Version: 3, Seq: 99, Name: "crashed", Playbook: "x.yml",
-		Priority: 5, Timeout: time.Minute, CreatedAt: time.Now(), Status: StatusRunning, StartedAt: time.Now(), PGID: leftover.Process.Pid})
+	appendRecord(t, dir, jobRecord{ID: crashedID, Version: 3, Seq: 99, CreatedAt: time.Now(), JobSpec: JobSpec{Name: "crashed", Playbook: "x.yml", Priority: 5, Timeout: time.Minute}, jobState: jobState{Status: StatusRunning, StartedAt: time.Now(), PGID: leftover.pid()}})
 
 	b := startTestDaemonIn(t, dir)
-	if got, _ := httpGet(b.URL + "/api/v1/jobs/" + done + "/logs?format=jsonl"); string(got) != string(wantLog) {
+	if got := get(t, b.URL+"/api/v1/jobs/"+done+"/logs?format=jsonl"); string(got) != string(wantLog) {
 		t.Errorf("log after restart differs (%d bytes, want %d)", len(got), len(wantLog))
 	}
-	if got, _ := httpGet(b.URL + "/api/v1/jobs/" + done + "/events"); string(got) != string(wantEvents) {
+	if got := get(t, b.URL+"/api/v1/jobs/"+done+"/events"); string(got) != string(wantEvents) {
 		t.Errorf("events after restart:\n%s\nwant:\n%s", got, wantEvents)
 	}
 	_, events := openStream(t, b.URL+"/api/v1/jobs/"+done+"/logs/stream", map[string]string{"Last-Event-ID": "4990"})
-	if got := logLines(t, collect(t, events), 4991); strings.Join(got, ",") != strings.Join(fakeLines(5000)[4990:], ",") {
+	if got := logLines(t, collectCompleted(t, events), 4991); strings.Join(got, ",") != strings.Join(fakeLines(5000)[4990:], ",") {
 		t.Errorf("resumed stream after restart = %q", got)
 	}
 	job := b.waitStatus(t, crashedID, StatusFailed)
 	if job["message"] != "interrupted: charond stopped while the job was running" {
 		t.Errorf("crashed job message = %q", job["message"])
 	}
-	waitProcessGone(t, leftover.Process.Pid)
+	waitProcessGone(t, leftover.pid())
 	b.waitStatus(t, blocker, StatusCancelled)
 	var starts []time.Time
 	for _, id := range []string{high, mid, low} {
@@ -97,19 +98,12 @@ func jobIDs(list map[string]any) []string {
 
 // startLeftover starts a process in its own group marked as a job's, as a run that outlived
 // a crashed charond would be.
-func startLeftover(t *testing.T, jobID string) *exec.Cmd {
+func startLeftover(t *testing.T, jobID string) *child {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")
-	cmd.Env = append(os.Environ(), "CHARON_JOB_ID="+jobID)
+	cmd.Env = append(os.Environ(), jobMarker+jobID)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// One goroutine reaps it once killed, so it does not linger as a zombie of the test.
-	reaped := make(chan struct{})
-	go func() { cmd.Wait(); close(reaped) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-reaped })
-	return cmd
+	return startChild(t, cmd)
 }
 
 func appendRecord(t *testing.T, dir string, rec jobRecord) {
@@ -127,10 +121,15 @@ func appendRecord(t *testing.T, dir string, rec jobRecord) {
 // without the job's marker is not killed.
 func TestLeftoverOfAnotherJobIsSpared(t *testing.T) {
 	other := startLeftover(t, "some-other-job")
-	killLeftovers(other.Process.Pid, "crashed-job-id", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	time.Sleep(50 * time.Millisecond)
-	if err := syscall.Kill(other.Process.Pid, 0); err != nil {
-		t.Errorf("an unrelated process group was killed: %v", err)
+	killLeftovers(other.pid(), "crashed-job-id", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// killLeftovers sends SIGKILL before it returns, if it sends anything; a process killed so
+	// is beyond any signal that follows. So the test's own SIGTERM ends it only if it was spared.
+	// (If it is gone already, Signal fails with ErrProcessDone, and how it ended says why.)
+	if err := other.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatal(err)
+	}
+	if ws := other.waitExit(t); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("an unrelated process group was killed: it ended with %v, not by the test's SIGTERM", other.cmd.ProcessState)
 	}
 }
 
@@ -156,7 +155,7 @@ func TestDamagedStoreLoads(t *testing.T) {
 	if job["log_lines"] != float64(3) {
 		t.Errorf("log_lines = %v, want 3", job["log_lines"])
 	}
-	if text, _ := httpGet(b.URL + "/api/v1/jobs/" + id + "/logs"); string(text) != "line 1\nline 2\nline 3\n" {
+	if text := get(t, b.URL+"/api/v1/jobs/"+id+"/logs"); string(text) != "line 1\nline 2\nline 3\n" {
 		t.Errorf("log = %q", text)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(data, "work")); len(entries) != 0 {
@@ -193,14 +192,14 @@ func TestStreamFromFileAndWindow(t *testing.T) {
 	_, early := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream", nil)
 	_, middle := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream?since=1000", nil)
 	open()
-	if got := logLines(t, collect(t, early), 1); strings.Join(got, ",") != strings.Join(fakeLines(2*n), ",") {
+	if got := logLines(t, collectCompleted(t, early), 1); strings.Join(got, ",") != strings.Join(fakeLines(2*n), ",") {
 		t.Errorf("from the start: %d lines, want %d in order", len(got), 2*n)
 	}
-	if got := logLines(t, collect(t, middle), 1001); len(got) != 2*n-1000 {
+	if got := logLines(t, collectCompleted(t, middle), 1001); len(got) != 2*n-1000 {
 		t.Errorf("from line 1000: %d lines, want %d", len(got), 2*n-1000)
 	}
 	_, after := openStream(t, td.URL+"/api/v1/jobs/"+id+"/logs/stream?since=777", nil)
-	if got := logLines(t, collect(t, after), 778); strings.Join(got, ",") != strings.Join(fakeLines(2 * n)[777:], ",") {
+	if got := logLines(t, collectCompleted(t, after), 778); strings.Join(got, ",") != strings.Join(fakeLines(2 * n)[777:], ",") {
 		t.Errorf("after the end, from line 777: %d lines", len(got))
 	}
 }
@@ -216,53 +215,43 @@ func TestDeleteJob(t *testing.T) {
 		id   string
 		want int
 	}{{running, 409}, {queued, 409}, {id, 204}, {id, 404}} {
-		req, _ := http.NewRequest("DELETE", td.URL+"/api/v1/jobs/"+tc.id, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
+		if resp, _ := do(t, "DELETE", td.URL+"/api/v1/jobs/"+tc.id, nil, ""); resp.StatusCode != tc.want {
 			t.Errorf("DELETE %s: %d, want %d", tc.id, resp.StatusCode, tc.want)
 		}
 	}
-	for _, kind := range []string{"log", "events"} {
+	for _, kind := range []streamKind{logStream, eventsStream} {
 		if _, err := os.Stat(td.sched.store.logPath(id, kind)); !os.IsNotExist(err) {
-			t.Errorf("%s file of a deleted job still exists: %v", kind, err)
+			t.Errorf("%s file of a deleted job still exists: %v", kind.file, err)
 		}
 	}
 }
 
 func TestRetentionAndMaxJobs(t *testing.T) {
-	td := startTestDaemon(t, func(d *daemon) { d.sched.maxJobs = 3 })
+	var ahead atomic.Int64 // how far the daemon's clock is ahead of time.Now, in nanoseconds
+	td := startTestDaemon(t, func(d *daemon) {
+		d.sched.maxJobs = 3
+		d.sched.now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
 	var ids []string
 	for i := 0; i < 5; i++ {
 		id := td.submitFake(t, fmt.Sprint("job", i), 5, map[string]any{"fake": "lines", "count": 1})
 		td.waitStatus(t, id, StatusCompleted)
 		ids = append(ids, id)
 	}
-	waitFor(t, "pruning to 3 jobs", func() bool { return len(td.sched.list("", 100)) == 3 })
+	waitFor(t, "pruning to 3 jobs", func() (bool, string) {
+		n := len(td.sched.list("", 100))
+		return n == 3, fmt.Sprintf("%d jobs", n)
+	})
 	for i, id := range ids {
 		code, _ := getJSON(t, td.URL+"/api/v1/jobs/"+id)
 		if want := map[bool]int{true: 404, false: 200}[i < 2]; code != want {
 			t.Errorf("job %d: %d, want %d", i, code, want)
 		}
 	}
-	td.sched.now = func() time.Time { return time.Now().Add(25 * time.Hour) } // past the test's 24h retention
+	ahead.Store(int64(25 * time.Hour)) // past the test's 24h retention
 	td.sched.prune()
 	if n := len(td.sched.list("", 100)); n != 0 {
 		t.Errorf("%d jobs left after the retention passed, want 0", n)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -276,10 +265,10 @@ func TestDrainLetsRunningJobsFinish(t *testing.T) {
 	waitLogLines(t, a, running, 1)
 	drained := make(chan error, 1)
 	go func() { drained <- a.sched.shutdown(contextWithTimeout(t, 30*time.Second), 10*time.Second) }()
-	waitFor(t, "shutdown to begin", func() bool {
+	waitFor(t, "shutdown to begin", func() (bool, string) {
 		a.sched.mu.Lock()
 		defer a.sched.mu.Unlock()
-		return a.sched.closed
+		return a.sched.closed, "the scheduler still takes jobs"
 	})
 	a.submit(t, "application/json", `{"name":"late","playbook":"- hosts: all\n"}`, http.StatusServiceUnavailable)
 	if err := <-drained; err != nil {
@@ -347,10 +336,16 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	if job["message"] != "interrupted: charond stopped while the job was running" {
 		t.Errorf("message = %q", job["message"])
 	}
-	stored, _ := httpGet(b.URL + "/api/v1/jobs/" + printing + "/logs?format=jsonl")
+	stored := get(t, b.URL+"/api/v1/jobs/"+printing+"/logs?format=jsonl")
 	lines := strings.Split(string(stored), "\n")
+	if len(seen) < 200 {
+		t.Fatalf("the client saw %d lines before the kill, want at least 200", len(seen))
+	}
 	for _, ev := range seen {
-		n, _ := strconv.Atoi(ev.ID)
+		n, err := strconv.Atoi(ev.ID)
+		if err != nil || n < 1 {
+			t.Fatalf("log event id %q: want a line number", ev.ID)
+		}
 		if n > len(lines) || lines[n-1] != ev.Data {
 			t.Fatalf("line %s the client saw is not stored as it was sent (%d stored lines)", ev.ID, len(lines)-1)
 		}
@@ -385,10 +380,7 @@ func BenchmarkMillionLineJobMemory(b *testing.B) {
 			}
 		}()
 		id := td.submitFake(b, "million", 5, map[string]any{"fake": "lines", "count": 1000000})
-		resp, err := http.Get(td.URL + "/api/v1/jobs/" + id + "/logs/stream")
-		if err != nil {
-			b.Fatal(err)
-		}
+		resp := send(b, "GET", td.URL+"/api/v1/jobs/"+id+"/logs/stream", nil, "")
 		n := 0
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
@@ -409,11 +401,11 @@ func BenchmarkMillionLineJobMemory(b *testing.B) {
 // TestEventLogWindowStaysBounded appends far more events than the window holds: memory keeps
 // at most two windows' worth, the rest is read back from the file, and an ended log keeps none.
 func TestEventLogWindowStaysBounded(t *testing.T) {
-	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), "log")
+	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), logStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.release()
+	defer l.close()
 	for i := 1; i <= 5*windowSize; i++ {
 		if err := l.appendData([]byte(strconv.Quote(fmt.Sprint(i)))); err != nil {
 			t.Fatal(err)
@@ -427,7 +419,9 @@ func TestEventLogWindowStaysBounded(t *testing.T) {
 	if err != nil || len(recs) != readBatch || string(recs[0].data) != `"1"` || !strings.HasPrefix(string(recs[0].frame), "id: 1\n") {
 		t.Fatalf("first events read back from the file: %d, %v", len(recs), err)
 	}
-	if err := l.close(streamEnd{Status: StatusCompleted}); err != nil {
+	err = l.flush()
+	l.markComplete(streamEnd{Status: StatusCompleted})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if l.window != nil {
@@ -448,46 +442,64 @@ func TestJobsHoldNoFilesOpen(t *testing.T) {
 	td := startTestDaemon(t)
 	blocker := td.submitFake(t, "blocker", 5, map[string]any{"fake": "sleep", "seconds": 60})
 	waitLogLines(t, td, blocker, 1)
-	base := openFDs(t)
+	base := openFiles(t)
 	var ids []string
 	for i := 0; i < 40; i++ {
 		ids = append(ids, td.submitFake(t, fmt.Sprint("q", i), 5, map[string]any{"fake": "lines", "count": 2}))
 	}
-	if n := openFDs(t); n > base+5 {
-		t.Errorf("40 queued jobs hold %d more descriptors", n-base)
+	if files := openFiles(t); len(files) > len(base) {
+		t.Errorf("40 queued jobs hold %d more files: %q", len(files)-len(base), files)
 	}
 	postCancel(t, td, blocker, 202)
 	for _, id := range ids {
 		td.waitStatus(t, id, StatusCompleted)
 	}
-	http.DefaultClient.CloseIdleConnections()
-	if n := openFDs(t); n > base+5 {
-		t.Errorf("40 finished jobs hold %d more descriptors", n-base)
-	}
+	waitFilesClosed(t, base)
 }
 
-func openFDs(t *testing.T) int {
+// openFiles lists the test process's open file descriptors other than sockets, charond's among
+// them. (A socket is left out: a connection the client has closed is closed on charond's side
+// a moment later, by net/http.)
+func openFiles(t *testing.T) []string {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd")
 	}
-	return len(entries)
+	var files []string
+	for _, e := range entries {
+		// The directory being read is among the entries, and gone once read.
+		if name, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && !strings.HasPrefix(name, "socket:") {
+			files = append(files, name)
+		}
+	}
+	return files
+}
+
+// waitFilesClosed waits until the test process has no more files open than it had in base:
+// whatever was opened since has been closed.
+func waitFilesClosed(t *testing.T, base []string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("open files back to the %d there were", len(base)), func() (bool, string) {
+		files := openFiles(t)
+		return len(files) <= len(base), fmt.Sprintf("%d open: %q", len(files), files)
+	})
 }
 
 // TestWindowOutlivesTheJobForItsReaders checks that the subscribers following a job when it
 // ends keep reading from memory, and that the window goes with the last of them.
 func TestWindowOutlivesTheJobForItsReaders(t *testing.T) {
-	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), "log")
+	l, _, err := openEventLog(filepath.Join(t.TempDir(), "x.log"), logStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.release()
+	defer l.close()
 	for i := 0; i < 10; i++ {
 		l.appendData([]byte(`"x"`))
 	}
 	sub := l.subscribe()
-	l.close(streamEnd{Status: StatusCompleted})
+	l.flush()
+	l.markComplete(streamEnd{Status: StatusCompleted})
 	if len(l.window) != 10 {
 		t.Errorf("window = %d events after the end with a reader, want 10", len(l.window))
 	}

@@ -3,7 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,17 +19,7 @@ const quickJob = `{"name":"quick","playbook":"- hosts: localhost\n  tasks: []\n"
 // postJob submits quickJob and returns the status and the decoded answer.
 func postJob(t *testing.T, td *testDaemon) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Post(td.URL+"/api/v1/jobs", "application/json", strings.NewReader(quickJob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("answer is not JSON: %v: %q", err, raw)
-	}
-	return resp.StatusCode, body
+	return doJSON(t, "POST", td.URL+"/api/v1/jobs", contentType("application/json"), quickJob)
 }
 
 // wantRefused checks that a submission gets 503 with a message naming the data dir and want.
@@ -104,8 +94,8 @@ func TestStoreFaultRefusesJobsUntilRecovered(t *testing.T) {
 		{"read-only", func(fs *faults) { fs.writeErr, fs.truncErr, fs.openErr = syscall.EROFS, syscall.EROFS, syscall.EROFS }, "read-only file system"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			td := startTestDaemonIn(t, t.TempDir())
-			fs := injectFaults(t, td)
+			fs := &faults{}
+			td := startTestDaemonIn(t, t.TempDir(), withFaults(t, fs))
 			before := acceptJob(t, td)
 			wantHealth(t, td, true, "")
 
@@ -221,7 +211,7 @@ func TestReadOnlyDataDir(t *testing.T) {
 	wantJobsAfterRestart(t, td, before, after)
 }
 
-// TestStoreProbeRunsUntilStopped runs the probe goroutine as serve does: it notices a
+// TestStoreProbeRunsUntilStopped runs the probe goroutine as start does: it notices a
 // deleted data dir and recovers once it is back, by itself, and it ends when stopped.
 func TestStoreProbeRunsUntilStopped(t *testing.T) {
 	td := startTestDaemonIn(t, t.TempDir())
@@ -229,16 +219,16 @@ func TestStoreProbeRunsUntilStopped(t *testing.T) {
 	stop := td.sched.startStoreProbe(10 * time.Millisecond)
 	t.Cleanup(stop) // runs before the daemon stops
 	removeAll(t, data)
-	waitFor(t, "/healthz to say unhealthy", func() bool {
-		code, _ := getJSON(t, td.URL+"/healthz")
-		return code == http.StatusServiceUnavailable
+	waitFor(t, "/healthz to say unhealthy", func() (bool, string) {
+		code, body := getJSON(t, td.URL+"/healthz")
+		return code == http.StatusServiceUnavailable, fmt.Sprint(code, body)
 	})
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "/healthz to say ok", func() bool {
-		code, _ := getJSON(t, td.URL+"/healthz")
-		return code == http.StatusOK
+	waitFor(t, "/healthz to say ok", func() (bool, string) {
+		code, body := getJSON(t, td.URL+"/healthz")
+		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
 	stop()
 	stop() // a second stop is harmless

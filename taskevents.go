@@ -231,7 +231,7 @@ func maskValue(v any) any {
 // job may still run, since a restart needs them; once it has ended, the secret ones masked, so
 // the store does not keep secrets for the job's whole retention. j.mu is held.
 func (j *Job) storedVariablesLocked() map[string]any {
-	if j.status.Final() {
+	if j.st.Status.Final() {
 		return maskVariables(j.Spec.Variables)
 	}
 	return j.Spec.Variables
@@ -347,12 +347,7 @@ func (re *runEvents) pluginLine(line []byte) {
 		re.log.Warn("cannot encode a task event", "job", re.job.ID, "err", err)
 		return
 	}
-	re.job.mu.Lock()
-	if re.job.summary == nil {
-		re.job.summary = &jobSummary{Hosts: map[string]hostCounts{}, FailedTasks: []failedTask{}}
-	}
-	re.job.summary.add(&ev)
-	re.job.mu.Unlock()
+	re.job.noteTaskEvent(&ev)
 	if err := re.job.events.appendData(payload); err != nil {
 		re.log.Warn("cannot record a task event", "job", re.job.ID, "err", err)
 	}

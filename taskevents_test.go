@@ -45,10 +45,7 @@ const mixedPlaybook = `- name: Mixed results
 // jobEvents fetches a job's recorded events from GET /api/v1/jobs/{id}/events.
 func jobEvents(t *testing.T, td *testDaemon, id string) ([]map[string]any, string) {
 	t.Helper()
-	raw, err := httpGet(td.URL + "/api/v1/jobs/" + id + "/events")
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := get(t, td.URL+"/api/v1/jobs/"+id+"/events")
 	var got struct{ Events []map[string]any }
 	if err := json.Unmarshal(raw, &got); err != nil {
 		t.Fatalf("events are not JSON: %v: %s", err, raw)
@@ -188,7 +185,7 @@ func TestAnsibleBrokenPluginStillRuns(t *testing.T) {
 	doc, _ := json.Marshal(map[string]any{"name": "no events", "playbook": "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: still here\n"})
 	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
 	td.waitStatus(t, id, StatusCompleted)
-	if text, _ := httpGet(td.URL + "/api/v1/jobs/" + id + "/logs"); !strings.Contains(string(text), "still here") {
+	if text := get(t, td.URL+"/api/v1/jobs/"+id+"/logs"); !strings.Contains(string(text), "still here") {
 		t.Errorf("log lacks the playbook's output:\n%s", text)
 	}
 	events, _ := jobEvents(t, td, id)
@@ -239,10 +236,10 @@ func TestRedactorAndMasking(t *testing.T) {
 
 func TestPluginEventHandling(t *testing.T) {
 	dir := t.TempDir()
-	logs, _, _ := openEventLog(filepath.Join(dir, "l"), "log")
-	events, _, _ := openEventLog(filepath.Join(dir, "e"), "job_event")
-	defer logs.release()
-	defer events.release()
+	logs, _, _ := openEventLog(filepath.Join(dir, "l"), logStream)
+	events, _, _ := openEventLog(filepath.Join(dir, "e"), eventsStream)
+	defer logs.close()
+	defer events.close()
 	job := &Job{ID: "j1", Spec: &JobSpec{Variables: map[string]any{"secret": "pa55w0rd"}}, logs: logs, events: events}
 	re := newRunEvents(job, func() time.Time { return time.Unix(0, 0) }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, line := range []string{
@@ -258,10 +255,15 @@ func TestPluginEventHandling(t *testing.T) {
 	re.sawPlay.Store(true)
 	re.warnIfMissing() // the plugin spoke: no warning
 	var msgs []string
-	res, _ := events.read(0)
+	res, err := events.read(0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, rec := range res.recs {
 		var d map[string]any
-		json.Unmarshal(rec.data, &d)
+		if err := json.Unmarshal(rec.data, &d); err != nil {
+			t.Fatalf("event data is not JSON: %v: %q", err, rec.data)
+		}
 		msgs = append(msgs, d["type"].(string)+": "+d["message"].(string))
 	}
 	want := []string{
@@ -272,7 +274,7 @@ func TestPluginEventHandling(t *testing.T) {
 	if strings.Join(msgs, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(msgs, "\n"), strings.Join(want, "\n"))
 	}
-	sum, _ := json.Marshal(job.summary)
+	sum, _ := json.Marshal(job.state().Summary)
 	if want := `{"hosts":{"h1":{"ok":1,"changed":0,"unreachable":0,"failed":1,"skipped":0,"rescued":0,"ignored":0}},"failed_tasks":[{"host":"h1","play":"p","task":"t","message":"bad ********"}]}`; string(sum) != want {
 		t.Errorf("summary = %s", sum)
 	}

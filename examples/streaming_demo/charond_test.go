@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -60,7 +59,7 @@ func needAnsible(t *testing.T) {
 	}
 }
 
-// startCharond builds charond (once) and runs it on a free port for the test, with its data in
+// startCharond builds charond (once) and runs it on a port it picks itself, with its data in
 // a temporary directory, the repository root as its playbook directory and TMPDIR set to tmp,
 // for charond and its jobs. It returns charond's URL.
 func startCharond(t *testing.T, tmp string) string {
@@ -82,16 +81,12 @@ func startCharond(t *testing.T, tmp string) string {
 		t.Fatal(buildErr)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
 	logs := &lockedBuffer{}
 	// Jobs inherit only the environment charond allows them; the tests' jobs need TMPDIR too, so
 	// that what they write stays in the test's directory.
-	cmd := exec.Command(charondPath, "-addr", addr, "-data-dir", t.TempDir(), "-playbook-dir", repoRoot,
+	// Port 0: charond listens on a port the kernel picks, and logs it. (A port the test picked
+	// and freed could be taken by another process before charond listens on it.)
+	cmd := exec.Command(charondPath, "-addr", "127.0.0.1:0", "-data-dir", t.TempDir(), "-playbook-dir", repoRoot,
 		"-env-allow", "PATH,HOME,LANG,LC_*,USER,ANSIBLE_*,TMPDIR")
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -118,26 +113,25 @@ func startCharond(t *testing.T, tmp string) string {
 	})
 
 	// charond checks ansible-playbook before it listens, which takes seconds on a busy machine.
-	url := "http://" + addr
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
+		if m := listeningAddr.FindStringSubmatch(logs.String()); m != nil {
+			return "http://" + m[1]
 		}
 		select {
 		case <-exited:
-			t.Fatalf("charond exited before it answered /healthz: %v", exitErr)
+			t.Fatalf("charond exited before it listened: %v", exitErr)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("charond did not answer /healthz within 90 s: %v", err)
+			t.Fatal("charond did not listen within 90 s")
 		}
 	}
 }
+
+// listeningAddr finds the address in charond's log line "charond listening", which it writes
+// once its listener is open.
+var listeningAddr = regexp.MustCompile(`msg="charond listening" addr=(\S+)`)
 
 // lockedBuffer is a bytes.Buffer that charond's output copiers and the test may share.
 type lockedBuffer struct {

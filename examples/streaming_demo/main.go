@@ -767,7 +767,7 @@ func (d eventData) when() time.Time {
 	return time.Now()
 }
 
-// messageJSON renders a message the way the seed shows it: {"message": "..."}.
+// messageJSON renders a message the way the README shows it: {"message": "..."}.
 func messageJSON(msg string) string {
 	q, _ := json.Marshal(msg)
 	return `{"message": ` + string(q) + `}`
@@ -1167,7 +1167,7 @@ func (p *printer) recap(t time.Time, hosts map[string]hostStats) {
 func (p *printer) ending(d eventData) {
 	status := d.Status
 	if status == "" {
-		status = "completed" // the seed's completed event carries no status
+		status = "completed" // a server sending only {"message": ...} gives no status
 	}
 	icon, label, color := statusStyle(status)
 	text := icon + " " + label + " " + messageJSON(d.Message)
