@@ -76,7 +76,7 @@ type Job struct {
 	logs   *eventLog
 	events *eventLog
 
-	mu        sync.Mutex // guards the fields below; taken before its logs' eventLog.mu, never after
+	mu        sync.Mutex // guards the fields below; lock order: see scheduler.mu
 	st        jobState
 	version   uint64            // of its record; each change is a new version
 	cancelRun func(*stopReason) // set when the job starts: ends its run for that reason

@@ -54,10 +54,9 @@ type journal struct {
 	// at the end of a compaction, never across an fsync of an append nor a compaction's
 	// snapshot and big write: submissions go on while a compaction runs.
 	//
-	// Lock order: compactMu, then mu. mu is taken with no other lock of charond's held, and
-	// takes none under it (storeHealth.mu, a leaf, aside): the records it writes are built
-	// under the scheduler's and the jobs' locks, which are released first. A compaction's
-	// snapshot takes those (scheduler.mu, then Job.mu) under compactMu only.
+	// Lock order: see scheduler.mu. The records mu writes are built under the scheduler's and
+	// the jobs' locks, which are released first; a compaction's snapshot takes those under
+	// compactMu only.
 	compactMu sync.Mutex
 	mu        sync.Mutex
 	cond      *sync.Cond  // signalled when an fsync ends, or a compaction replaces the file

@@ -25,8 +25,14 @@ type scheduler struct {
 
 	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
 
-	// mu guards the fields below. Lock order: scheduler.mu, then Job.mu, then eventLog.mu;
-	// the journal's locks are never taken under any of them (see journal.mu).
+	// mu guards the fields below.
+	//
+	// The lock order of all of charond, written here once: journal.compactMu, scheduler.mu,
+	// Job.mu, eventLog.writeMu, eventLog.mu, storeHealth.mu. A lock may be taken while holding
+	// only locks before it. journal.mu stands apart: it is taken with no other lock held and
+	// takes none under it. No lock is held across a network write or a wait for
+	// a process, and only eventLog.writeMu (a job's own log file) and journal.mu (a write, and
+	// a compaction's final swap) across disk I/O.
 	mu       sync.Mutex
 	wakeup   *sync.Cond // signalled when a job is queued or starts are stopped
 	jobs     map[string]*Job
