@@ -18,6 +18,8 @@ type scheduler struct {
 	store  *store
 	log    *slog.Logger
 	now    func() time.Time // swapped by tests
+	// run runs a job's playbook: runner.run, or a stand-in in the scheduler's own tests.
+	run func(ctx context.Context, job *Job, hooks runHooks) runResult
 
 	retention time.Duration // finished jobs older than this are pruned
 	maxJobs   int           // beyond this many jobs, the oldest finished ones are pruned
@@ -48,6 +50,7 @@ type scheduler struct {
 func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 	s := &scheduler{
 		runner:    r,
+		run:       r.run,
 		store:     st,
 		log:       log,
 		now:       time.Now,
@@ -185,7 +188,7 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
 		}
 	}
-	res := s.runner.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: inGroup})
+	res := s.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: inGroup})
 	events.warnIfMissing()
 	status, code, message := outcome(ctx, res)
 	s.finish(job, status, code, message)
