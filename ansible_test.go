@@ -24,7 +24,7 @@ func requireAnsible(t *testing.T) {
 	}
 }
 
-// TestAnsibleSimpleJob submits the seed's simple_job.yaml as the seed's curl command does and
+// TestAnsibleSimpleJob submits examples/streaming_demo/simple_job.yaml as the README's curl command does and
 // reads both streams: the playbook's messages must arrive while it runs, not all at the end.
 func TestAnsibleSimpleJob(t *testing.T) {
 	requireAnsible(t)
@@ -74,7 +74,7 @@ func TestAnsibleSimpleJob(t *testing.T) {
 	if got := strings.Join(statuses, ","); got != "queued,running,completed" {
 		t.Errorf("statuses = %s, want queued,running,completed", got)
 	}
-	// The seed's four debug/pause tasks on localhost: four results, and a recap of ok=4.
+	// simple_job.yaml's four debug/pause tasks on localhost: four results, and a recap of ok=4.
 	if got := strings.Count(strings.Join(types, ","), "runner_on_ok"); got != 4 {
 		t.Errorf("runner_on_ok events = %d, want 4; types %v", got, types)
 	}

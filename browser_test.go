@@ -36,7 +36,7 @@ func TestReadmeJavaScriptExample(t *testing.T) {
 	chromium := findChromium(t)
 	blocks := readmeBlocks(t, "javascript")
 	if len(blocks) != 1 || !strings.Contains(blocks[0], "new EventSource(") {
-		t.Fatalf("README should hold the seed's JavaScript example; found %d blocks", len(blocks))
+		t.Fatalf("README should hold its EventSource JavaScript example; found %d blocks", len(blocks))
 	}
 	page := http.NewServeMux()
 	pages := httptest.NewServer(page)

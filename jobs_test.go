@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// seedSimpleJob is simple_job.yaml from the seed's streaming demo README, verbatim.
+// seedSimpleJob is simple_job.yaml as the original streaming demo README printed it, verbatim.
 const seedSimpleJob = `name: "Simple Ansible Task"
 description: "A basic Ansible task that runs quickly"
 playbook: |
@@ -189,7 +189,7 @@ func TestParseJobSpecValid(t *testing.T) {
 		},
 		{
 			// Python's json.dumps (ensure_ascii, the default) writes non-BMP characters as
-			// surrogate pairs: the seed's long_job.yaml has emoji in its playbook.
+			// surrogate pairs: examples/streaming_demo/long_job.yaml has emoji in its playbook.
 			name:   "JSON with a surrogate-pair escape",
 			body:   `{"name":"t","description":"\ud83d\ude80 go","playbook":"site.yml"}`,
 			isJSON: true,

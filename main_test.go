@@ -75,7 +75,7 @@ func startTestDaemonIn(t testing.TB, dir string, opts ...testOption) *testDaemon
 
 // tryStartDaemon starts a daemon as startTestDaemonIn does, with flags added to the test's
 // own, through the daemon's own newDaemon and start. The daemon runs only if err is nil, and
-// then the caller stops it.
+// then the caller stops it; when start fails, the daemon it made comes back with the error.
 func tryStartDaemon(t testing.TB, dir string, logger *slog.Logger, flags []string, opts ...testOption) (*daemon, error) {
 	t.Helper()
 	self, err := os.Executable()
@@ -115,7 +115,7 @@ func tryStartDaemon(t testing.TB, dir string, logger *slog.Logger, flags []strin
 	}
 	d.srv.workers = d.cfg.Workers
 	if err := d.start(); err != nil {
-		return nil, err
+		return d, err // made, not started: a test may look at what it holds
 	}
 	return d, nil
 }

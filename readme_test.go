@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// These tests run the README's own examples, the seed's curl commands and Python client, as a
+// These tests run the README's own examples, its curl commands and Python client, as a
 // user would paste them, so the documentation cannot drift from the daemon. Only the address
 // is changed, to the test daemon's.
 
@@ -27,7 +27,7 @@ func readmeBlocks(t *testing.T, lang string) []string {
 	return blocks
 }
 
-// pythonWithRequests finds a python3 that can import requests, the seed example's one
+// pythonWithRequests finds a python3 that can import requests, the Python example's one
 // dependency (Debian's python3-requests).
 func pythonWithRequests(t *testing.T) string {
 	t.Helper()
@@ -43,13 +43,13 @@ func pythonWithRequests(t *testing.T) string {
 	return ""
 }
 
-// TestReadmePythonExample runs the seed's Python snippet unchanged: it reads data['line'] from
+// TestReadmePythonExample runs the README's Python snippet unchanged: it reads data['line'] from
 // every data line, so the connected and completed events must carry `line` too.
 func TestReadmePythonExample(t *testing.T) {
 	py := pythonWithRequests(t)
 	blocks := readmeBlocks(t, "python")
 	if len(blocks) != 1 || !strings.Contains(blocks[0], "def stream_job_logs(job_id):") {
-		t.Fatalf("README should hold the seed's Python example; found %d python blocks", len(blocks))
+		t.Fatalf("README should hold its Python example; found %d python blocks", len(blocks))
 	}
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "py", 5, map[string]any{"fake": "lines", "count": 3})
@@ -86,7 +86,7 @@ func TestReadmeCurlExamples(t *testing.T) {
 		}
 	}
 	if submit == "" || stream == "" {
-		t.Fatalf("README lacks the seed's curl commands (submit %q, stream %q)", submit, stream)
+		t.Fatalf("README lacks its curl commands (submit %q, stream %q)", submit, stream)
 	}
 	run := func(cmd string) string {
 		t.Helper()

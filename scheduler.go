@@ -41,6 +41,7 @@ type scheduler struct {
 	order    []*Job // every job in submission order, for listing
 	queue    *jobQueue
 	running  int
+	started  int  // workers launched
 	closed   bool // no more submissions
 	stopping bool // no more starts: workers return
 
@@ -64,8 +65,18 @@ func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 	return s
 }
 
+// startedWorkers is how many workers start has launched.
+func (s *scheduler) startedWorkers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
+}
+
 // start launches n workers. They end when shutdown stops the scheduler.
 func (s *scheduler) start(n int) {
+	s.mu.Lock()
+	s.started += n
+	s.mu.Unlock()
 	for i := 0; i < n; i++ {
 		s.workers.Add(1)
 		go func() {
