@@ -212,10 +212,7 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		// Relative roles, includes and files of an external playbook resolve from its directory.
 		dir = filepath.Dir(playbook)
 	}
-	cmd := exec.Command(r.playbookCmd,
-		"-i", filepath.Join(workDir, "inventory.json"),
-		"-e", "@"+filepath.Join(workDir, "vars.yml"),
-		playbook)
+	cmd := exec.Command(r.playbookCmd, job.Spec.args(filepath.Join(workDir, "inventory.json"), filepath.Join(workDir, "vars.yml"), playbook)...)
 	cmd.Dir = dir
 	cmd.Stdin = nil // /dev/null: a playbook that prompts fails instead of hanging
 	cmd.Env = append(r.inheritedEnv(),

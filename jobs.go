@@ -53,6 +53,13 @@ type JobSpec struct {
 // Embedded reports whether the playbook text was sent inline rather than named by path.
 func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
 
+// args is ansible-playbook's argument list for this spec, given the files the runner wrote
+// and the playbook's absolute path. A field that is an option of ansible-playbook becomes it
+// here, and only here; no field is ever command-line text of its own.
+func (s *JobSpec) args(inventory, vars, playbook string) []string {
+	return []string{"-i", inventory, "-e", "@" + vars, playbook}
+}
+
 // jobState is what changes in a job's life. Its JSON is how the journal stores it.
 type jobState struct {
 	Status     Status      `json:"status,omitempty"`
