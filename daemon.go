@@ -88,7 +88,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		sched: sched,
 		log:   logger,
 		limits: specLimits{PlaybookDir: playbookDir, DataDir: realDataDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars)},
+			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars), MaxForks: cfg.MaxForks},
 		maxBody: cfg.MaxBody,
 		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,
 			Stopping: stopping, Log: logger},

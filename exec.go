@@ -71,9 +71,9 @@ type lineSink func(stream string, lines [][]byte)
 
 // runHooks are how a run reports back while it goes.
 type runHooks struct {
-	lines   lineSink       // output lines, stream "stdout" or "stderr"
-	events  func([]byte)   // each line the callback plugin writes
-	started func(pgid int) // once the process runs
+	lines   lineSink                         // output lines, stream "stdout" or "stderr"
+	events  func([]byte)                     // each line the callback plugin writes
+	started func(pgid int, command []string) // once the process runs: its group and what it executed
 }
 
 // eventsFD is the child's file descriptor for the callback plugin's pipe: the first of
@@ -102,7 +102,9 @@ func (r *runner) run(ctx context.Context, job *Job, hooks runHooks) runResult {
 	}
 	// The child has its own copies of the write ends; ours must go, or EOF never comes.
 	closeAll(writes...)
-	hooks.started(cmd.Process.Pid) // Setpgid makes the group id the child's pid
+	// Setpgid makes the group id the child's pid. The command is the program's resolved path,
+	// then the arguments it was given.
+	hooks.started(cmd.Process.Pid, append([]string{cmd.Path}, cmd.Args[1:]...))
 
 	var readers sync.WaitGroup
 	readers.Add(3)

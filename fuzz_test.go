@@ -90,7 +90,7 @@ func fuzzPlaybookDir(f *testing.F) specLimits {
 	if err := os.Symlink(outside, filepath.Join(dir, "escape.yml")); err != nil {
 		f.Fatal(err)
 	}
-	return specLimits{PlaybookDir: dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour}
+	return specLimits{PlaybookDir: dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour, MaxForks: 50}
 }
 
 // fuzzCheckSpecError checks that a refusal reaches the client as a 400 that says something.
@@ -144,6 +144,31 @@ func fuzzCheckSpec(t *testing.T, spec *JobSpec, lim specLimits) {
 	fuzzCheckInventory(t, spec.Inventory)
 	fuzzCheckVariables(t, spec.Variables)
 	fuzzCheckPlaybook(t, spec, lim.PlaybookDir)
+	fuzzCheckOptions(t, spec, lim)
+}
+
+// fuzzCheckOptions checks that no launch option can become another option, a file of hosts,
+// a template or more than one argument.
+func fuzzCheckOptions(t *testing.T, spec *JobSpec, lim specLimits) {
+	t.Helper()
+	texts := map[string]string{"Limit": spec.Limit, "StartAtTask": spec.StartAtTask}
+	for i, tag := range append(append([]string{}, spec.Tags...), spec.SkipTags...) {
+		texts[fmt.Sprintf("tag %d", i)] = tag
+		if tag == "" || strings.ContainsAny(tag, ", \t\n") {
+			t.Errorf("tag %q is empty or holds a comma or white space", tag)
+		}
+	}
+	for field, v := range texts {
+		if strings.Contains(v, "{{") || strings.Contains(v, "{%") || strings.Contains(v, "{#") || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+			t.Errorf("%s = %q holds a template marker or a control character", field, v)
+		}
+	}
+	if l := spec.Limit; l != "" && (l[0] == '-' || l[0] == '@' || strings.IndexFunc(l, unicode.IsSpace) >= 0) {
+		t.Errorf("Limit = %q starts with - or @, or holds white space", l)
+	}
+	if spec.Verbosity < 0 || spec.Verbosity > 4 || spec.Forks < 0 || spec.Forks > lim.MaxForks {
+		t.Errorf("Verbosity = %d, Forks = %d out of range", spec.Verbosity, spec.Forks)
+	}
 }
 
 func fuzzCheckInventory(t *testing.T, hosts []string) {

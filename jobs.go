@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,6 +50,15 @@ type JobSpec struct {
 	Variables    map[string]any `json:"variables,omitempty"`
 	Priority     int            `json:"priority,omitempty"`
 	Timeout      time.Duration  `json:"timeout_ns,omitempty"`
+	// Launch options: each is one ansible-playbook option (see args); zero means not given.
+	Limit       string   `json:"limit,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	SkipTags    []string `json:"skip_tags,omitempty"`
+	Check       bool     `json:"check,omitempty"`
+	Diff        bool     `json:"diff,omitempty"`
+	Verbosity   int      `json:"verbosity,omitempty"`
+	Forks       int      `json:"forks,omitempty"`
+	StartAtTask string   `json:"start_at_task,omitempty"`
 }
 
 // Embedded reports whether the playbook text was sent inline rather than named by path.
@@ -56,8 +67,34 @@ func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
 // args is ansible-playbook's argument list for this spec, given the files the runner wrote
 // and the playbook's absolute path. A field that is an option of ansible-playbook becomes it
 // here, and only here; no field is ever command-line text of its own.
+// Values are joined to their option with '=', so none can be read as an option of its own.
 func (s *JobSpec) args(inventory, vars, playbook string) []string {
-	return []string{"-i", inventory, "-e", "@" + vars, playbook}
+	args := []string{"-i", inventory, "-e", "@" + vars}
+	if s.Limit != "" {
+		args = append(args, "--limit="+s.Limit)
+	}
+	if len(s.Tags) > 0 {
+		args = append(args, "--tags="+strings.Join(s.Tags, ","))
+	}
+	if len(s.SkipTags) > 0 {
+		args = append(args, "--skip-tags="+strings.Join(s.SkipTags, ","))
+	}
+	if s.Check {
+		args = append(args, "--check")
+	}
+	if s.Diff {
+		args = append(args, "--diff")
+	}
+	if s.Verbosity > 0 {
+		args = append(args, "-"+strings.Repeat("v", s.Verbosity))
+	}
+	if s.Forks > 0 {
+		args = append(args, "--forks="+strconv.Itoa(s.Forks))
+	}
+	if s.StartAtTask != "" {
+		args = append(args, "--start-at-task="+s.StartAtTask)
+	}
+	return append(args, playbook)
 }
 
 // jobState is what changes in a job's life. Its JSON is how the journal stores it.
@@ -68,6 +105,7 @@ type jobState struct {
 	ExitCode   *int        `json:"exit_code,omitempty"` // nil until it ends, and for a run killed by a signal
 	Message    string      `json:"message,omitempty"`
 	PGID       int         `json:"pgid,omitempty"`    // the process group of its run, once started
+	Command    []string    `json:"command,omitempty"` // what its run executed: the program's path, then its arguments
 	Summary    *jobSummary `json:"summary,omitempty"` // from the callback plugin's events; nil until the first
 }
 
@@ -190,12 +228,13 @@ func (j *Job) start(at time.Time, cancel func(*stopReason)) change {
 	return j.changedLocked(statusPayload(j.ID, StatusRunning, message, at))
 }
 
-// setProcessGroup records the process group its run started in, so that a charond restarted
-// after a crash can kill what the run left behind.
-func (j *Job) setProcessGroup(pgid int) change {
+// launched records the process group its run started in, so that a charond restarted after a
+// crash can kill what the run left behind, and the command it executed, so that what ran is
+// never a guess.
+func (j *Job) launched(pgid int, command []string) change {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.st.PGID = pgid
+	j.st.PGID, j.st.Command = pgid, command
 	return j.changedLocked(nil)
 }
 
@@ -274,6 +313,15 @@ type jobView struct {
 	QueuePosition int            `json:"queue_position,omitempty"`
 	LogLines      int            `json:"log_lines"`
 	Summary       *jobSummary    `json:"summary"`
+	Limit         string         `json:"limit"`
+	Tags          []string       `json:"tags"`
+	SkipTags      []string       `json:"skip_tags"`
+	Check         bool           `json:"check"`
+	Diff          bool           `json:"diff"`
+	Verbosity     int            `json:"verbosity"`
+	Forks         int            `json:"forks"` // 0: Ansible's default
+	StartAtTask   string         `json:"start_at_task"`
+	Command       []string       `json:"command"` // null until the run has started
 }
 
 // view is the job as the API shows it, in state st at queue position pos (0 once it runs);
@@ -295,12 +343,29 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		QueuePosition: pos,
 		LogLines:      j.logs.length(),
 		Summary:       st.Summary,
+		Limit:         j.Spec.Limit,
+		Tags:          nonNil(j.Spec.Tags),
+		SkipTags:      nonNil(j.Spec.SkipTags),
+		Check:         j.Spec.Check,
+		Diff:          j.Spec.Diff,
+		Verbosity:     j.Spec.Verbosity,
+		Forks:         j.Spec.Forks,
+		StartAtTask:   j.Spec.StartAtTask,
+		Command:       st.Command,
 	}
 	if full {
 		v.Playbook = j.Spec.Playbook
 		v.Variables = maskVariables(j.Spec.Variables)
 	}
 	return v
+}
+
+// nonNil shows an absent list as [] rather than null.
+func nonNil(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
 }
 
 func timeOrNull(t time.Time) *time.Time {

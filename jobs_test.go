@@ -112,7 +112,7 @@ func newPlaybookFixture(t *testing.T) playbookFixture {
 }
 
 func (f playbookFixture) limits() specLimits {
-	return specLimits{PlaybookDir: f.dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour}
+	return specLimits{PlaybookDir: f.dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour, MaxForks: 50}
 }
 
 func TestParseJobSpecValid(t *testing.T) {
@@ -529,5 +529,62 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if job.record().Version != 7 {
 		t.Error("taking a record made a new version: compactions would bump every job")
+	}
+}
+
+func TestParseLaunchOptions(t *testing.T) {
+	f := newPlaybookFixture(t)
+	parse := func(fields string) (*JobSpec, error) {
+		return parseJobSpec([]byte("name: o\nplaybook: site.yml\n"+fields), false, f.limits())
+	}
+	spec, err := parse("limit: \"web:&prod,!db1\"\ntags: [deploy, config]\nskip_tags: [slow]\ncheck: true\ndiff: true\n" +
+		"verbosity: 3\nforks: 10\nstart_at_task: Install packages\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := spec.args("/w/inv.json", "/w/vars.yml", "/p/site.yml")
+	want := []string{"-i", "/w/inv.json", "-e", "@/w/vars.yml", "--limit=web:&prod,!db1", "--tags=deploy,config",
+		"--skip-tags=slow", "--check", "--diff", "-vvv", "--forks=10", "--start-at-task=Install packages", "/p/site.yml"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("args = %q\nwant  %q", got, want)
+	}
+	plain, err := parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plain.args("i", "v", "p"); !reflect.DeepEqual(got, []string{"-i", "i", "-e", "@v", "p"}) {
+		t.Errorf("args without options = %q", got)
+	}
+	for _, tt := range []struct{ fields, want string }{
+		{"limit: \"-e @x\"\n", "limit:"},
+		{"limit: \"@hosts.txt\"\n", "limit:"},
+		{"limit: \"web 1\"\n", "limit:"},
+		{"limit: \"{{ lookup('pipe', 'id') }}\"\n", "limit:"},
+		{"limit: \"\"\n", "limit:"},
+		{"limit: [web]\n", "limit:"},
+		{"tags: deploy\n", "tags:"},
+		{"tags: []\n", "tags:"},
+		{"tags: [\"a,b\"]\n", "tags[0]:"},
+		{"tags: [ok, \"a b\"]\n", "tags[1]:"},
+		{"skip_tags: [\"\"]\n", "skip_tags[0]:"},
+		{"skip_tags: [\"{% x %}\"]\n", "skip_tags[0]:"},
+		{"check: \"yes\"\n", "check:"},
+		{"diff: 1\n", "diff:"},
+		{"verbosity: 5\n", "verbosity:"},
+		{"verbosity: -1\n", "verbosity:"},
+		{"verbosity: \"2\"\n", "verbosity:"},
+		{"forks: 0\n", "forks:"},
+		{"forks: 51\n", "-max-forks"},
+		{"start_at_task: \"a\\nb\"\n", "start_at_task:"},
+		{"start_at_task: \"  \"\n", "start_at_task:"},
+	} {
+		_, err := parse(tt.fields)
+		if err == nil {
+			t.Errorf("%q accepted", tt.fields)
+			continue
+		}
+		if status, msg := httpStatus(err); status != http.StatusBadRequest || !strings.Contains(msg, tt.want) {
+			t.Errorf("%q: %d %q, want 400 naming %s", tt.fields, status, msg, tt.want)
+		}
 	}
 }

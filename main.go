@@ -47,6 +47,7 @@ type config struct {
 	IdleTimeout     time.Duration
 	MaxHeaderBytes  int
 	ReadBodyTimeout time.Duration
+	MaxForks        int
 	AllowedHosts    string
 	PlaybooksOnly   bool
 	AllowVars       string
@@ -119,6 +120,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"How long an idle keep-alive connection stays open between requests.")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 64<<10,
 		"Largest request header block accepted, in bytes.")
+	fs.IntVar(&c.MaxForks, "max-forks", 50,
+		"Largest forks a job may ask for (ansible-playbook --forks: hosts run at once); a larger one is refused with 400.")
 	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second,
 		"How long a client may take to send a request body (streams excepted); a slower one gets 408.")
 	fs.StringVar(&c.AllowedHosts, "allowed-hosts", env("CHARON_ALLOWED_HOSTS", ""),
@@ -192,8 +195,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-default-timeout (%s) must not exceed -max-timeout (%s)", c.DefaultTimeout, c.MaxTimeout)
 	case c.KillGrace < 0 || c.Heartbeat <= 0 || c.WriteTimeout <= 0:
 		return errors.New("-kill-grace must not be negative; -heartbeat and -stream-write-timeout must be positive")
-	case c.MaxBody < 1 || c.MaxLine < 1:
-		return errors.New("-max-body and -max-line must be at least 1")
+	case c.MaxBody < 1 || c.MaxLine < 1 || c.MaxForks < 1:
+		return errors.New("-max-body, -max-line and -max-forks must be at least 1")
 	case c.Retention <= 0 || c.MaxJobs < 1 || c.DrainTimeout < 0:
 		return errors.New("-retention and -max-jobs must be positive; -drain-timeout must not be negative")
 	case c.MaxQueue < 1 || c.MaxStreams < 1 || c.MaxHeaderBytes < 1 || c.ReadHeaderTime <= 0 || c.IdleTimeout <= 0 || c.ReadBodyTimeout <= 0:

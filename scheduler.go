@@ -187,8 +187,8 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 	if err := s.store.commit(job, started); err != nil {
 		s.log.Error("save job start", "job", job.ID, "err", err)
 	}
-	inGroup := func(pgid int) {
-		if err := s.store.commit(job, job.setProcessGroup(pgid)); err != nil {
+	launched := func(pgid int, command []string) {
+		if err := s.store.commit(job, job.launched(pgid, command)); err != nil {
 			s.log.Error("save job process group", "job", job.ID, "err", err)
 		}
 	}
@@ -199,7 +199,7 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
 		}
 	}
-	res := s.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: inGroup})
+	res := s.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: launched})
 	events.warnIfMissing()
 	status, code, message := outcome(ctx, res)
 	s.finish(job, status, code, message)

@@ -27,7 +27,7 @@ func (f *fakeRuns) run(ctx context.Context, job *Job, hooks runHooks) runResult 
 	f.started = append(f.started, job.Spec.Name)
 	done := f.finish[job.Spec.Name]
 	f.mu.Unlock()
-	hooks.started(4242)
+	hooks.started(4242, []string{"/bin/fake", job.Spec.Name})
 	hooks.lines("stdout", [][]byte{[]byte("running " + job.Spec.Name)})
 	select {
 	case code := <-done:

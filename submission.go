@@ -33,10 +33,12 @@ type specLimits struct {
 	// PlaybooksOnly refuses embedded playbooks and ansible_* variables not in AllowVars.
 	PlaybooksOnly bool
 	AllowVars     []string // names or prefixes ending in '*'
+	MaxForks      int      // the largest forks a job may ask for (-max-forks)
 }
 
 // knownFields are the fields of a job document, in the order the README writes them.
-var knownFields = []string{"name", "description", "playbook", "inventory", "variables", "priority", "timeout"}
+var knownFields = []string{"name", "description", "playbook", "inventory", "variables", "priority", "timeout",
+	"limit", "tags", "skip_tags", "check", "diff", "verbosity", "forks", "start_at_task"}
 
 // parseJobSpec reads a job document (YAML, or JSON when isJSON) and validates every field.
 // Every error it returns is an *apiError of kind errInvalid whose message names the field.
@@ -112,8 +114,116 @@ func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
 		s.Priority, err = parsePriority(node)
 	case "timeout":
 		s.Timeout, err = parseTimeout(node, lim)
+	case "limit":
+		s.Limit, err = parseLimit(node)
+	case "tags", "skip_tags":
+		var tags []string
+		if tags, err = parseTags(name, node); name == "tags" {
+			s.Tags = tags
+		} else {
+			s.SkipTags = tags
+		}
+	case "check":
+		s.Check, err = boolField(name, node)
+	case "diff":
+		s.Diff, err = boolField(name, node)
+	case "verbosity":
+		s.Verbosity, err = intField(name, node, 0, maxVerbosity, "0 (the default) to 4, as -v to -vvvv")
+	case "forks":
+		s.Forks, err = intField(name, node, 1, lim.MaxForks, fmt.Sprintf("1 to %d (-max-forks)", lim.MaxForks))
+	case "start_at_task":
+		s.StartAtTask, err = optionText(name, node, 1024)
 	}
 	return err
+}
+
+// maxVerbosity is -vvvv; Ansible counts no further.
+const maxVerbosity = 4
+
+// boolField reads a boolean: true or false, not a string that looks like one.
+func boolField(name string, node *yaml.Node) (bool, error) {
+	if node.Kind != yaml.ScalarNode || node.Tag != "!!bool" {
+		return false, invalidf("%s: must be true or false, not a %s (line %d)", name, nodeKindName(node), node.Line)
+	}
+	var b bool
+	if err := node.Decode(&b); err != nil {
+		return false, invalidf("%s: %v", name, err)
+	}
+	return b, nil
+}
+
+// intField reads a whole number from min to max; want says the range in words.
+func intField(name string, node *yaml.Node, min, max int, want string) (int, error) {
+	if node.Kind != yaml.ScalarNode {
+		return 0, invalidf("%s: must be a whole number from %s, not a %s", name, want, nodeKindName(node))
+	}
+	n, err := intValue(node)
+	if err != nil || n < int64(min) || n > int64(max) {
+		return 0, invalidf("%s: %q is not a whole number from %s", name, node.Value, want)
+	}
+	return int(n), nil
+}
+
+// optionText reads a string that becomes the value of an ansible-playbook option: one line of
+// text, not empty, with no template marker (Ansible never needs one there, and a value
+// forwarded from elsewhere must stay text).
+func optionText(name string, node *yaml.Node, max int) (string, error) {
+	v, err := stringField(name, node, max)
+	switch {
+	case err != nil:
+		return "", err
+	case strings.TrimSpace(v) == "":
+		return "", invalidf("%s: must not be empty", name)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return "", invalidf("%s: %q must not contain control characters", name, v)
+	case hasTemplateMarker(v):
+		return "", invalidf("%s: %q holds a template marker ({{, {%% or {#)", name, v)
+	}
+	return v, nil
+}
+
+// parseLimit reads a host pattern such as web1, web:&prod or !db1. It must not look like an
+// option (-) or name a file of hosts (@), and holds no white space.
+func parseLimit(node *yaml.Node) (string, error) {
+	v, err := optionText("limit", node, 4096)
+	switch {
+	case err != nil:
+		return "", err
+	case strings.HasPrefix(v, "-"), strings.HasPrefix(v, "@"):
+		return "", invalidf("limit: %q must not start with '-' or '@' (a limit is a host pattern, not an option or a file)", v)
+	case strings.IndexFunc(v, unicode.IsSpace) >= 0:
+		return "", invalidf("limit: %q must not contain white space; join patterns with ',' or ':'", v)
+	}
+	return v, nil
+}
+
+// maxTags bounds tags and skip_tags.
+const maxTags = 100
+
+// parseTags reads a list of tag names. Ansible splits the option's value at commas, so a name
+// holds none, and no white space either.
+func parseTags(name string, node *yaml.Node) ([]string, error) {
+	if node.Kind != yaml.SequenceNode {
+		return nil, invalidf("%s: must be a list of tag names, not a %s (line %d)", name, nodeKindName(node), node.Line)
+	}
+	if len(node.Content) == 0 || len(node.Content) > maxTags {
+		return nil, invalidf("%s: must name from 1 to %d tags, not %d", name, maxTags, len(node.Content))
+	}
+	tags := make([]string, 0, len(node.Content))
+	for i, item := range node.Content {
+		field := fmt.Sprintf("%s[%d]", name, i)
+		tag, err := optionText(field, unalias(item), 200)
+		switch {
+		case err != nil:
+			return nil, err
+		case strings.ContainsRune(tag, ','):
+			return nil, invalidf("%s: tag %q must not contain a comma; give each tag as its own list entry", field, tag)
+		case strings.IndexFunc(tag, unicode.IsSpace) >= 0:
+			return nil, invalidf("%s: tag %q must not contain white space", field, tag)
+		}
+		tags = append(tags, tag)
+	}
+	return tags, nil
 }
 
 // stringField reads a string of at most max bytes with no NUL byte. A number or boolean is

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// These tests check the launch options a job may give (limit, tags, skip_tags, check, diff,
+// verbosity, forks, start_at_task): that each reaches ansible-playbook as its option, that the
+// job's JSON shows them, and that `command` shows exactly what ran.
+
+func TestLaunchOptionsReachTheCommand(t *testing.T) {
+	td := startTestDaemon(t)
+	doc, _ := json.Marshal(map[string]any{
+		"name": "opts", "playbook": "- hosts: all\n  tasks: []\n", "inventory": []string{"web1", "db1"},
+		"variables": map[string]any{"fake": "report"},
+		"limit":     "web1", "tags": []string{"deploy"}, "skip_tags": []string{"slow", "flaky"},
+		"check": true, "diff": true, "verbosity": 2, "forks": 3, "start_at_task": "Deploy it",
+	})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	job := td.waitStatus(t, id, StatusCompleted)
+
+	var command []string
+	for _, v := range job["command"].([]any) {
+		command = append(command, v.(string))
+	}
+	workDir := filepath.Join(td.dir, "data", "work", id)
+	self, _ := os.Executable()
+	want := []string{self, "-i", filepath.Join(workDir, "inventory.json"), "-e", "@" + filepath.Join(workDir, "vars.yml"),
+		"--limit=web1", "--tags=deploy", "--skip-tags=slow,flaky", "--check", "--diff", "-vv", "--forks=3",
+		"--start-at-task=Deploy it", filepath.Join(workDir, "playbook.yml")}
+	if !reflect.DeepEqual(command, want) {
+		t.Errorf("command = %q\nwant      %q", command, want)
+	}
+	// What the runner was given is what command says, argument for argument.
+	var args string
+	for _, l := range strings.Split(string(get(t, td.URL+"/api/v1/jobs/"+id+"/logs")), "\n") {
+		if a, ok := strings.CutPrefix(l, "args="); ok {
+			args = a
+		}
+	}
+	if args != strings.Join(want[1:], " ") {
+		t.Errorf("the runner got %q, want %q", args, strings.Join(want[1:], " "))
+	}
+	for field, v := range map[string]any{"limit": "web1", "check": true, "diff": true, "verbosity": 2.0, "forks": 3.0, "start_at_task": "Deploy it"} {
+		if job[field] != v {
+			t.Errorf("job %s = %v, want %v", field, job[field], v)
+		}
+	}
+	if tags := job["skip_tags"].([]any); len(tags) != 2 || tags[0] != "slow" {
+		t.Errorf("job skip_tags = %v", tags)
+	}
+
+	plain := td.submitFake(t, "plain", 5, map[string]any{"fake": "lines", "count": 1})
+	got := td.waitStatus(t, plain, StatusCompleted)
+	if tags, ok := got["tags"].([]any); !ok || len(tags) != 0 || got["limit"] != "" || got["check"] != false || got["forks"] != 0.0 {
+		t.Errorf("a job without options shows tags %v, limit %v, check %v, forks %v", got["tags"], got["limit"], got["check"], got["forks"])
+	}
+}
+
+// TestAnsibleLaunchOptions runs the real ansible-playbook with limit, tags, skip_tags, check,
+// diff and verbosity, and reads their effect in the log.
+func TestAnsibleLaunchOptions(t *testing.T) {
+	requireAnsible(t)
+	td := startTestDaemon(t, withRealAnsible)
+	out := t.TempDir()
+	created := filepath.Join(out, "created.txt")
+	playbook := `- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Deploy the file
+      copy:
+        content: "hello\n"
+        dest: ` + created + `
+      tags: [deploy]
+    - name: Say who runs
+      debug:
+        msg: "deploy ran on {{ inventory_hostname }}"
+      tags: [deploy]
+    - name: Slow step
+      debug:
+        msg: "slow step ran"
+      tags: [slow]
+    - name: Untagged step
+      debug:
+        msg: "untagged step ran"
+`
+	doc, _ := json.Marshal(map[string]any{
+		"name": "options", "playbook": playbook, "inventory": []string{"localhost", "127.0.0.1"},
+		"limit": "127.0.0.1", "tags": []string{"deploy", "slow"}, "skip_tags": []string{"slow"},
+		"check": true, "diff": true, "verbosity": 1, "forks": 2,
+	})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	td.waitStatus(t, id, StatusCompleted)
+	log := string(get(t, td.URL+"/api/v1/jobs/"+id+"/logs"))
+
+	if _, err := os.Stat(created); err == nil {
+		t.Errorf("check mode created %s", created)
+	}
+	for _, want := range []string{
+		"deploy ran on 127.0.0.1",   // limit: the one host; tags: deploy
+		"+hello",                    // diff: the content the copy would write
+		"changed: [127.0.0.1] => {", // -v: a changed task shows its result
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	for _, unwanted := range []string{"deploy ran on localhost", "slow step ran", "untagged step ran"} {
+		if strings.Contains(log, unwanted) {
+			t.Errorf("log has %q: limit, tags or skip_tags were not applied:\n%s", unwanted, log)
+		}
+	}
+}
