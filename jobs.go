@@ -50,6 +50,8 @@ type JobSpec struct {
 	Variables    map[string]any `json:"variables,omitempty"`
 	Priority     int            `json:"priority,omitempty"`
 	Timeout      time.Duration  `json:"timeout_ns,omitempty"`
+	// IdleTimeout stops a run that prints nothing and reports no task event for this long; 0: never.
+	IdleTimeout time.Duration `json:"idle_timeout_ns,omitempty"`
 	// Launch options: each is one ansible-playbook option (see args); zero means not given.
 	Limit       string   `json:"limit,omitempty"`
 	Tags        []string `json:"tags,omitempty"`
@@ -301,7 +303,8 @@ type jobView struct {
 	Description   string         `json:"description"`
 	Status        Status         `json:"status"`
 	Priority      int            `json:"priority"`
-	Timeout       float64        `json:"timeout"` // seconds
+	Timeout       float64        `json:"timeout"`      // seconds
+	IdleTimeout   float64        `json:"idle_timeout"` // seconds; 0: off
 	Playbook      string         `json:"playbook,omitempty"`
 	Inventory     []string       `json:"inventory"`
 	Variables     map[string]any `json:"variables,omitempty"`
@@ -334,6 +337,7 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		Status:        st.Status,
 		Priority:      j.Spec.Priority,
 		Timeout:       j.Spec.Timeout.Seconds(),
+		IdleTimeout:   j.Spec.IdleTimeout.Seconds(),
 		Inventory:     j.Spec.Inventory,
 		CreatedAt:     j.CreatedAt,
 		StartedAt:     timeOrNull(st.StartedAt),

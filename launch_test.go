@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests check the launch options a job may give (limit, tags, skip_tags, check, diff,
@@ -114,5 +115,55 @@ func TestAnsibleLaunchOptions(t *testing.T) {
 		if strings.Contains(log, unwanted) {
 			t.Errorf("log has %q: limit, tags or skip_tags were not applied:\n%s", unwanted, log)
 		}
+	}
+}
+
+func TestIdleTimeoutStopsAQuietRun(t *testing.T) {
+	td := startTestDaemon(t, func(d *daemon) { d.srv.limits.DefaultIdleTimeout = 400 * time.Millisecond })
+	submit := func(name string, extra map[string]any, vars map[string]any) string {
+		doc := map[string]any{"name": name, "playbook": "- hosts: all\n  tasks: []\n", "variables": vars}
+		for k, v := range extra {
+			doc[k] = v
+		}
+		body, _ := json.Marshal(doc)
+		return td.submit(t, "application/json", string(body), 201)["id"].(string)
+	}
+	quiet := submit("quiet", map[string]any{"idle_timeout": "300ms"}, map[string]any{"fake": "sleep", "seconds": 60})
+	job := td.waitStatus(t, quiet, StatusTimedOut)
+	if msg, _ := job["message"].(string); !strings.Contains(msg, "idle for") || !strings.Contains(msg, "idle_timeout 300ms") {
+		t.Errorf("message = %q, want it to say how long the run was idle", msg)
+	}
+	if job["idle_timeout"] != 0.3 {
+		t.Errorf("idle_timeout = %v, want 0.3", job["idle_timeout"])
+	}
+	// A run that keeps printing is not idle, however long it takes; the default applies.
+	chatty := submit("chatty", nil, map[string]any{"fake": "lines", "count": 16, "interval_ms": 100})
+	if got := td.waitStatus(t, chatty, StatusCompleted); got["idle_timeout"] != 0.4 {
+		t.Errorf("default idle_timeout = %v, want 0.4 (-default-idle-timeout)", got["idle_timeout"])
+	}
+	// 0 turns it off.
+	off := submit("off", map[string]any{"idle_timeout": 0}, map[string]any{"fake": "sleep", "seconds": 1})
+	if got := td.waitStatus(t, off, StatusCompleted); got["idle_timeout"] != 0.0 {
+		t.Errorf("idle_timeout 0 shows as %v", got["idle_timeout"])
+	}
+	for _, bad := range []string{`"idle_timeout": -1`, `"idle_timeout": "soon"`, `"idle_timeout": [1]`, `"idle_timeout": "48h"`} {
+		status, raw := do(t, "POST", td.URL+"/api/v1/jobs", contentType("application/json"),
+			`{"name": "x", "playbook": "- hosts: all\n", `+bad+`}`)
+		if status.StatusCode != 400 || !strings.Contains(string(raw), "idle_timeout:") {
+			t.Errorf("%s: %d %s, want 400 naming idle_timeout", bad, status.StatusCode, raw)
+		}
+	}
+}
+
+// TestAnsibleIdleTimeout stops a real playbook that pauses quietly.
+func TestAnsibleIdleTimeout(t *testing.T) {
+	requireAnsible(t)
+	td := startTestDaemon(t, withRealAnsible)
+	doc, _ := json.Marshal(map[string]any{"name": "idle", "idle_timeout": 3,
+		"playbook": "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - pause:\n        seconds: 60\n"})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	job := td.waitStatus(t, id, StatusTimedOut)
+	if msg, _ := job["message"].(string); !strings.Contains(msg, "idle for") {
+		t.Errorf("message = %q", msg)
 	}
 }

@@ -48,6 +48,7 @@ type config struct {
 	MaxHeaderBytes  int
 	ReadBodyTimeout time.Duration
 	MaxForks        int
+	DefaultIdle     time.Duration
 	AllowedHosts    string
 	PlaybooksOnly   bool
 	AllowVars       string
@@ -75,6 +76,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"Directory for charond's state: each running job's work dir (inventory, variables, embedded playbook). Env CHARON_DATA_DIR.")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", time.Hour,
 		"Timeout of a job that sets none (or 0).")
+	fs.DurationVar(&c.DefaultIdle, "default-idle-timeout", 0,
+		"idle_timeout of a job that sets none: a run that prints nothing and reports no task event for this long is stopped and ends timed_out. 0 is off.")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", 24*time.Hour,
 		"Largest timeout a job may ask for; a larger one is refused with 400.")
 	fs.DurationVar(&c.KillGrace, "kill-grace", 10*time.Second,
@@ -193,6 +196,8 @@ func (c *config) validate() error {
 		return errors.New("-default-timeout and -max-timeout must be positive")
 	case c.DefaultTimeout > c.MaxTimeout:
 		return fmt.Errorf("-default-timeout (%s) must not exceed -max-timeout (%s)", c.DefaultTimeout, c.MaxTimeout)
+	case c.DefaultIdle < 0 || c.DefaultIdle > c.MaxTimeout:
+		return fmt.Errorf("-default-idle-timeout must be from 0 (off) to -max-timeout (%s), not %s", c.MaxTimeout, c.DefaultIdle)
 	case c.KillGrace < 0 || c.Heartbeat <= 0 || c.WriteTimeout <= 0:
 		return errors.New("-kill-grace must not be negative; -heartbeat and -stream-write-timeout must be positive")
 	case c.MaxBody < 1 || c.MaxLine < 1 || c.MaxForks < 1:

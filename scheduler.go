@@ -193,13 +193,20 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 		}
 	}
 	events := newRunEvents(job, s.now, s.log)
+	active, stopWatch := watchIdle(job, job.Spec.IdleTimeout)
 	lines := func(stream string, lines [][]byte) {
+		active()
 		events.noteOutput(lines)
 		if err := job.appendLines(s.now().UTC(), stream, lines); err != nil {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
 		}
 	}
-	res := s.run(ctx, job, runHooks{lines: lines, events: events.pluginLine, started: launched})
+	pluginLine := func(line []byte) {
+		active()
+		events.pluginLine(line)
+	}
+	res := s.run(ctx, job, runHooks{lines: lines, events: pluginLine, started: launched})
+	stopWatch()
 	events.warnIfMissing()
 	status, code, message := outcome(ctx, res)
 	s.finish(job, status, code, message)
@@ -209,6 +216,37 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 	s.mu.Unlock()
 	s.log.Info("job ended", "job", job.ID, "name", job.Spec.Name, "status", status, "message", message)
 	s.pruneIfFull()
+}
+
+// watchIdle stops the job's run, as timed out, once it has printed nothing and reported no
+// task event for limit; active notes that it did. The watch is a goroutine of its own, owned
+// by the run: stop ends it and waits for it. A limit of 0 watches nothing.
+func watchIdle(job *Job, limit time.Duration) (active, stop func()) {
+	if limit <= 0 {
+		return func() {}, func() {}
+	}
+	var last atomic.Int64 // when the run was last active, in Unix nanoseconds
+	last.Store(time.Now().UnixNano())
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		// Four looks a limit: an idle run is stopped at most a quarter of the limit late.
+		tick := time.NewTicker(max(limit/4, 10*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				if idle := now.Sub(time.Unix(0, last.Load())); idle >= limit {
+					job.cancel(&stopReason{status: StatusTimedOut,
+						message: fmt.Sprintf("Job timed out: idle for %s, with no output and no task event (idle_timeout %s)", idle.Round(time.Millisecond), limit)})
+					return
+				}
+			}
+		}
+	}()
+	return func() { last.Store(time.Now().UnixNano()) }, func() { close(done); <-ended }
 }
 
 // outcome decides a run's final status, exit code and message.

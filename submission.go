@@ -34,11 +34,13 @@ type specLimits struct {
 	PlaybooksOnly bool
 	AllowVars     []string // names or prefixes ending in '*'
 	MaxForks      int      // the largest forks a job may ask for (-max-forks)
+	// DefaultIdleTimeout is the idle_timeout of a job that gives none (-default-idle-timeout).
+	DefaultIdleTimeout time.Duration
 }
 
 // knownFields are the fields of a job document, in the order the README writes them.
 var knownFields = []string{"name", "description", "playbook", "inventory", "variables", "priority", "timeout",
-	"limit", "tags", "skip_tags", "check", "diff", "verbosity", "forks", "start_at_task"}
+	"idle_timeout", "limit", "tags", "skip_tags", "check", "diff", "verbosity", "forks", "start_at_task"}
 
 // parseJobSpec reads a job document (YAML, or JSON when isJSON) and validates every field.
 // Every error it returns is an *apiError of kind errInvalid whose message names the field.
@@ -51,7 +53,8 @@ func parseJobSpec(body []byte, isJSON bool, lim specLimits) (*JobSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec := &JobSpec{Inventory: []string{"localhost"}, Variables: map[string]any{}, Priority: defaultPriority, Timeout: lim.DefaultTimeout}
+	spec := &JobSpec{Inventory: []string{"localhost"}, Variables: map[string]any{}, Priority: defaultPriority,
+		Timeout: lim.DefaultTimeout, IdleTimeout: lim.DefaultIdleTimeout}
 	for _, name := range knownFields {
 		node, ok := fields[name]
 		if !ok {
@@ -114,6 +117,8 @@ func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
 		s.Priority, err = parsePriority(node)
 	case "timeout":
 		s.Timeout, err = parseTimeout(node, lim)
+	case "idle_timeout":
+		s.IdleTimeout, err = parseIdleTimeout(node, lim)
 	case "limit":
 		s.Limit, err = parseLimit(node)
 	case "tags", "skip_tags":
@@ -545,10 +550,7 @@ func intValue(node *yaml.Node) (int64, error) {
 
 // parseTimeout reads whole seconds or a Go duration string; 0 means the default timeout.
 func parseTimeout(node *yaml.Node, lim specLimits) (time.Duration, error) {
-	if node.Kind != yaml.ScalarNode {
-		return 0, invalidf("timeout: must be seconds or a duration such as \"90s\" or \"5m\", not a %s", nodeKindName(node))
-	}
-	d, err := timeoutValue(node)
+	d, err := durationField("timeout", node)
 	if err != nil {
 		return 0, err
 	}
@@ -563,13 +565,36 @@ func parseTimeout(node *yaml.Node, lim specLimits) (time.Duration, error) {
 	return d, nil
 }
 
+// parseIdleTimeout reads how long a run may print nothing and report no task event: whole
+// seconds or a duration, like timeout; 0 turns it off.
+func parseIdleTimeout(node *yaml.Node, lim specLimits) (time.Duration, error) {
+	d, err := durationField("idle_timeout", node)
+	switch {
+	case err != nil:
+		return 0, err
+	case d < 0:
+		return 0, invalidf("idle_timeout: must not be negative (0 turns it off)")
+	case d > lim.MaxTimeout:
+		return 0, invalidf("idle_timeout: %s is above the maximum of %s (-max-timeout)", node.Value, lim.MaxTimeout)
+	}
+	return d, nil
+}
+
+// durationField reads a scalar of whole seconds or a Go duration string.
+func durationField(name string, node *yaml.Node) (time.Duration, error) {
+	if node.Kind != yaml.ScalarNode {
+		return 0, invalidf("%s: must be seconds or a duration such as \"90s\" or \"5m\", not a %s", name, nodeKindName(node))
+	}
+	return timeoutValue(name, node)
+}
+
 // timeoutValue converts a timeout scalar to a duration. Seconds too large for a Duration are
 // clamped rather than wrapped, so they fail the maximum check instead of turning negative.
-func timeoutValue(node *yaml.Node) (time.Duration, error) {
+func timeoutValue(name string, node *yaml.Node) (time.Duration, error) {
 	if node.Tag == "!!int" {
 		secs, err := intValue(node)
 		if err != nil {
-			return 0, invalidf("timeout: %s is out of range", node.Value)
+			return 0, invalidf("%s: %s is out of range", name, node.Value)
 		}
 		const maxSecs = int64(1<<63-1) / int64(time.Second)
 		if secs > maxSecs {
@@ -582,7 +607,7 @@ func timeoutValue(node *yaml.Node) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(node.Value)
 	if err != nil || node.Tag != "!!str" {
-		return 0, invalidf("timeout: %q is neither whole seconds nor a duration such as \"90s\" or \"5m\"", node.Value)
+		return 0, invalidf("%s: %q is neither whole seconds nor a duration such as \"90s\" or \"5m\"", name, node.Value)
 	}
 	return d, nil
 }
