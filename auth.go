@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -67,13 +69,8 @@ func loadToken(token, file string) (string, error) {
 	if file == "" {
 		return token, nil
 	}
-	info, err := os.Stat(file)
-	if err != nil {
-		return "", fmt.Errorf("-token-file: %w", err)
-	}
-	if perm := info.Mode().Perm(); perm&0o026 != 0 {
-		// Readable by everyone, the token is no secret; writable by others, it is theirs.
-		return "", fmt.Errorf("-token-file: %s has mode %04o: it must not be readable by others nor writable by group or others (chmod 600 it)", file, perm)
+	if err := checkSecretFile("-token-file", file); err != nil {
+		return "", err
 	}
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -84,6 +81,60 @@ func loadToken(token, file string) (string, error) {
 		return "", fmt.Errorf("-token-file: %s is empty", file)
 	}
 	return t, nil
+}
+
+// checkSecretFile checks a file that holds a secret of charond's (the token, a vault
+// password): it must be a regular file that others cannot read, nor group or others write.
+// Readable by everyone, it is no secret; writable by others, it is theirs.
+func checkSecretFile(flag, file string) error {
+	info, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s: %s is not a regular file", flag, file)
+	}
+	if perm := info.Mode().Perm(); perm&0o026 != 0 {
+		return fmt.Errorf("%s: %s has mode %04o: it must not be readable by others nor writable by group or others (chmod 600 it)", flag, file, perm)
+	}
+	return nil
+}
+
+// vaultLabel is what a vault id's label may be: Ansible's labels are plain names.
+var vaultLabel = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// vaultArgs checks -vault-password-file and each -vault-id, and returns them as the
+// ansible-playbook options every job runs with, with absolute paths.
+func vaultArgs(passwordFile string, ids []string) ([]string, error) {
+	var args []string
+	if passwordFile != "" {
+		abs, err := filepath.Abs(passwordFile)
+		if err == nil {
+			err = checkSecretFile("-vault-password-file", abs)
+		}
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--vault-password-file="+abs)
+	}
+	for _, id := range ids {
+		label, file, ok := strings.Cut(id, "@")
+		if !ok || !vaultLabel.MatchString(label) || file == "" {
+			return nil, fmt.Errorf("-vault-id %q: want label@FILE, the label of letters, digits, '.', '-' and '_'", id)
+		}
+		if file == "prompt" {
+			return nil, fmt.Errorf("-vault-id %q: charond's jobs cannot answer a prompt; give a file", id)
+		}
+		abs, err := filepath.Abs(file)
+		if err == nil {
+			err = checkSecretFile("-vault-id "+label, abs)
+		}
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--vault-id="+label+"@"+abs)
+	}
+	return args, nil
 }
 
 // isLoopback reports whether addr (host:port) listens only on this machine. An empty host,

@@ -48,6 +48,10 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	vault, err := vaultArgs(cfg.VaultPassFile, cfg.VaultIDs)
+	if err != nil {
+		return nil, err
+	}
 	playbookDir, err := realDir(cfg.PlaybookDir)
 	if err != nil {
 		return nil, fmt.Errorf("-playbook-dir: %w", err)
@@ -69,6 +73,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		playbookDir:  playbookDir,
 		dataDir:      realDataDir,
 		templateVars: cfg.AllowJinjaVars,
+		vaultArgs:    vault,
 		envAllow:     splitList(cfg.EnvAllow),
 		playbookCmd:  cfg.AnsiblePlaybook,
 		workRoot:     filepath.Join(dataDir, "work"),

@@ -29,6 +29,10 @@ type runner struct {
 	playbookDir string
 	// dataDir is -data-dir, real and absolute: no playbook may lie in it.
 	dataDir string
+	// vaultArgs are the -vault-password-file and -vault-id options every run gets, so that
+	// playbooks and inventories in -playbook-dir may use vaulted files and variables. Only
+	// the files' paths are here; no password passes through charond.
+	vaultArgs []string
 	// templateVars hands job variables to Ansible as templates (-allow-jinja-in-vars); by
 	// default they are text Ansible never templates.
 	templateVars bool
@@ -214,7 +218,9 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		// Relative roles, includes and files of an external playbook resolve from its directory.
 		dir = filepath.Dir(playbook)
 	}
-	cmd := exec.Command(r.playbookCmd, job.Spec.args(filepath.Join(workDir, "inventory.json"), filepath.Join(workDir, "vars.yml"), playbook)...)
+	args := job.Spec.args(filepath.Join(workDir, "inventory.json"), filepath.Join(workDir, "vars.yml"))
+	args = append(append(args, r.vaultArgs...), playbook)
+	cmd := exec.Command(r.playbookCmd, args...)
 	cmd.Dir = dir
 	cmd.Stdin = nil // /dev/null: a playbook that prompts fails instead of hanging
 	cmd.Env = append(r.inheritedEnv(),

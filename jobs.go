@@ -66,11 +66,12 @@ type JobSpec struct {
 // Embedded reports whether the playbook text was sent inline rather than named by path.
 func (s *JobSpec) Embedded() bool { return s.PlaybookPath == "" }
 
-// args is ansible-playbook's argument list for this spec, given the files the runner wrote
-// and the playbook's absolute path. A field that is an option of ansible-playbook becomes it
-// here, and only here; no field is ever command-line text of its own.
-// Values are joined to their option with '=', so none can be read as an option of its own.
-func (s *JobSpec) args(inventory, vars, playbook string) []string {
+// args is the part of ansible-playbook's argument list that this spec chooses, given the
+// files the runner wrote; the runner adds charond's own options and the playbook's absolute
+// path. A field that is an option of ansible-playbook becomes it here, and only here; no field
+// is ever command-line text of its own. Values are joined to their option with '=', so none
+// can be read as an option of its own.
+func (s *JobSpec) args(inventory, vars string) []string {
 	args := []string{"-i", inventory, "-e", "@" + vars}
 	if s.Limit != "" {
 		args = append(args, "--limit="+s.Limit)
@@ -96,7 +97,7 @@ func (s *JobSpec) args(inventory, vars, playbook string) []string {
 	if s.StartAtTask != "" {
 		args = append(args, "--start-at-task="+s.StartAtTask)
 	}
-	return append(args, playbook)
+	return args
 }
 
 // jobState is what changes in a job's life. Its JSON is how the journal stores it.

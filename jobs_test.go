@@ -542,9 +542,9 @@ func TestParseLaunchOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := spec.args("/w/inv.json", "/w/vars.yml", "/p/site.yml")
+	got := spec.args("/w/inv.json", "/w/vars.yml")
 	want := []string{"-i", "/w/inv.json", "-e", "@/w/vars.yml", "--limit=web:&prod,!db1", "--tags=deploy,config",
-		"--skip-tags=slow", "--check", "--diff", "-vvv", "--forks=10", "--start-at-task=Install packages", "/p/site.yml"}
+		"--skip-tags=slow", "--check", "--diff", "-vvv", "--forks=10", "--start-at-task=Install packages"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("args = %q\nwant  %q", got, want)
 	}
@@ -552,7 +552,7 @@ func TestParseLaunchOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := plain.args("i", "v", "p"); !reflect.DeepEqual(got, []string{"-i", "i", "-e", "@v", "p"}) {
+	if got := plain.args("i", "v"); !reflect.DeepEqual(got, []string{"-i", "i", "-e", "@v"}) {
 		t.Errorf("args without options = %q", got)
 	}
 	for _, tt := range []struct{ fields, want string }{

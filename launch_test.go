@@ -2,7 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -165,5 +169,66 @@ func TestAnsibleIdleTimeout(t *testing.T) {
 	job := td.waitStatus(t, id, StatusTimedOut)
 	if msg, _ := job["message"].(string); !strings.Contains(msg, "idle for") {
 		t.Errorf("message = %q", msg)
+	}
+}
+
+// TestAnsibleVault runs a playbook from -playbook-dir whose vars file is vaulted: with
+// -vault-password-file the job reads it; without, it fails with Ansible's message; and the
+// password never shows in what charond answers.
+func TestAnsibleVault(t *testing.T) {
+	requireAnsible(t)
+	dir := t.TempDir()
+	playbooks := filepath.Join(dir, "playbooks")
+	if err := os.MkdirAll(playbooks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const password = "correct-horse-battery"
+	passFile := filepath.Join(dir, "vault-pass")
+	os.WriteFile(passFile, []byte(password+"\n"), 0o600)
+	secrets := filepath.Join(playbooks, "secrets.yml")
+	os.WriteFile(secrets, []byte("secret_word: swordfish\n"), 0o600)
+	if out, err := exec.Command("ansible-vault", "encrypt", "--vault-password-file", passFile, secrets).CombinedOutput(); err != nil {
+		t.Fatalf("ansible-vault encrypt: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(playbooks, "vaulted.yml"), []byte("- hosts: localhost\n  gather_facts: false\n"+
+		"  vars_files: [secrets.yml]\n  tasks:\n    - debug:\n        msg: \"the word has {{ secret_word | length }} letters\"\n"), 0o644)
+	run := func(t *testing.T, flags ...string) (map[string]any, string) {
+		d, err := tryStartDaemon(t, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)),
+			append([]string{"-playbook-dir", playbooks}, flags...), withRealAnsible)
+		if err != nil {
+			t.Fatal(err)
+		}
+		td := &testDaemon{daemon: d, URL: "http://" + d.addr, dir: dir}
+		defer td.stop(t)
+		id := td.submit(t, "application/x-yaml", "name: vault\nplaybook: vaulted.yml\n", 201)["id"].(string)
+		job := td.waitJob(t, id, "ended", func(j map[string]any) bool { return Status(j["status"].(string)).Final() })
+		return job, string(get(t, td.URL+"/api/v1/jobs/"+id+"/logs")) + string(get(t, td.URL+"/api/v1/jobs/"+id+"/events"))
+	}
+	job, text := run(t, "-vault-password-file", passFile)
+	if job["status"] != string(StatusCompleted) || !strings.Contains(text, "the word has 9 letters") {
+		t.Errorf("with the password: %v %v\n%s", job["status"], job["message"], text)
+	}
+	command, _ := json.Marshal(job["command"])
+	if !strings.Contains(string(command), "--vault-password-file="+passFile) {
+		t.Errorf("command %s does not name the password file", command)
+	}
+	for _, shown := range []string{text, string(command), fmt.Sprint(job)} {
+		if strings.Contains(shown, password) {
+			t.Error("the vault password shows in what charond answers")
+		}
+	}
+	job, text = run(t)
+	if job["status"] != string(StatusFailed) || !strings.Contains(text, "no vault secrets") {
+		t.Errorf("without the password: %v %v\n%s", job["status"], job["message"], text)
+	}
+	// A password file others can read is refused at start.
+	os.Chmod(passFile, 0o644)
+	if _, err := vaultArgs(passFile, nil); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a readable vault password file: %v", err)
+	}
+	for _, id := range []string{"prod", "@" + passFile, "prod@prompt", "a b@" + passFile} {
+		if _, err := vaultArgs("", []string{id}); err == nil {
+			t.Errorf("-vault-id %q accepted", id)
+		}
 	}
 }

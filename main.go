@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -49,6 +50,8 @@ type config struct {
 	ReadBodyTimeout time.Duration
 	MaxForks        int
 	DefaultIdle     time.Duration
+	VaultPassFile   string
+	VaultIDs        stringList
 	AllowedHosts    string
 	PlaybooksOnly   bool
 	AllowVars       string
@@ -141,6 +144,11 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	fs.BoolVar(&c.AllowJinjaVars, "allow-jinja-in-vars", false,
 		"Let Ansible template the values of job variables ({{ }} runs there, lookups included). "+
 			"By default they are handed over as text Ansible never templates (YAML !unsafe), like AWX's launch-time extra vars.")
+	fs.StringVar(&c.VaultPassFile, "vault-password-file", env("CHARON_VAULT_PASSWORD_FILE", ""),
+		"File holding the Ansible Vault password every job runs with (ansible-playbook --vault-password-file), so that "+
+			"playbooks and inventories in -playbook-dir can use vaulted files and variables. Env CHARON_VAULT_PASSWORD_FILE.")
+	fs.Var(&c.VaultIDs, "vault-id",
+		"A vault id every job runs with, label@FILE (ansible-playbook --vault-id); repeat for several.")
 	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -274,5 +282,15 @@ func checkAuthSettings(cfg *config) error {
 				"list the origins, set CHARON_TOKEN or -token-file, or pass -insecure-no-auth")
 		}
 	}
+	return nil
+}
+
+// stringList is a flag that may be given more than once; each value is kept, in order.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
 	return nil
 }
