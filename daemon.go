@@ -56,6 +56,12 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-playbook-dir: %w", err)
 	}
+	inventoryDir := playbookDir
+	if cfg.InventoryDir != "" {
+		if inventoryDir, err = realDir(cfg.InventoryDir); err != nil {
+			return nil, fmt.Errorf("-inventory-dir: %w", err)
+		}
+	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("-data-dir: %w", err)
@@ -72,6 +78,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	r := &runner{
 		playbookDir:  playbookDir,
 		dataDir:      realDataDir,
+		inventoryDir: inventoryDir,
 		templateVars: cfg.AllowJinjaVars,
 		vaultArgs:    vault,
 		envAllow:     splitList(cfg.EnvAllow),
@@ -93,7 +100,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		sched: sched,
 		log:   logger,
 		limits: specLimits{PlaybookDir: playbookDir, DataDir: realDataDir, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars), MaxForks: cfg.MaxForks,
+			MaxExpanded: 2 * cfg.MaxBody, PlaybooksOnly: cfg.PlaybooksOnly, AllowVars: splitList(cfg.AllowVars), MaxForks: cfg.MaxForks, InventoryDir: inventoryDir,
 			DefaultIdleTimeout: cfg.DefaultIdle},
 		maxBody: cfg.MaxBody,
 		stream: streamConfig{Heartbeat: cfg.Heartbeat, WriteTimeout: cfg.WriteTimeout, Retry: 3 * time.Second,

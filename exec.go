@@ -29,6 +29,9 @@ type runner struct {
 	playbookDir string
 	// dataDir is -data-dir, real and absolute: no playbook may lie in it.
 	dataDir string
+	// inventoryDir is -inventory-dir, real and absolute: inventory paths must still lie in it
+	// when their job starts.
+	inventoryDir string
 	// vaultArgs are the -vault-password-file and -vault-id options every run gets, so that
 	// playbooks and inventories in -playbook-dir may use vaulted files and variables. Only
 	// the files' paths are here; no password passes through charond.
@@ -218,7 +221,11 @@ func (r *runner) command(job *Job, workDir string) *exec.Cmd {
 		// Relative roles, includes and files of an external playbook resolve from its directory.
 		dir = filepath.Dir(playbook)
 	}
-	args := job.Spec.args(filepath.Join(workDir, "inventory.json"), filepath.Join(workDir, "vars.yml"))
+	inventory := job.Spec.InventoryPath
+	if inventory == "" {
+		inventory = filepath.Join(workDir, inventoryName)
+	}
+	args := job.Spec.args(inventory, filepath.Join(workDir, "vars.yml"))
 	args = append(append(args, r.vaultArgs...), playbook)
 	cmd := exec.Command(r.playbookCmd, args...)
 	cmd.Dir = dir
@@ -315,6 +322,16 @@ func (r *runner) checkStillAllowed(spec *JobSpec) error {
 			return err
 		}
 	}
+	for _, host := range inventoryHosts(spec.InventoryGroups) {
+		if err := checkHost("inventory", host); err != nil {
+			return err
+		}
+	}
+	if spec.InventoryPath != "" {
+		if _, err := resolveInventoryPath(spec.InventoryPath, r.inventoryDir, r.dataDir); err != nil {
+			return err
+		}
+	}
 	if spec.Embedded() {
 		return nil
 	}
@@ -337,7 +354,7 @@ func (r *runner) writeWorkDir(job *Job) (dir string, err error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	inventory, err := json.Marshal(inventoryFile(job.Spec))
+	inventory, err := inventoryContent(job.Spec)
 	if err != nil {
 		return "", fmt.Errorf("encode inventory: %w", err)
 	}
@@ -346,12 +363,14 @@ func (r *runner) writeWorkDir(job *Job) (dir string, err error) {
 		return "", fmt.Errorf("encode variables: %w", err)
 	}
 	files := map[string][]byte{
-		"inventory.json": inventory,
-		"vars.yml":       vars,
+		"vars.yml": vars,
 		filepath.Join("callback_plugins", callbackName+".py"): callbackPlugin,
 	}
 	if job.Spec.Embedded() {
 		files["playbook.yml"] = []byte(job.Spec.Playbook)
+	}
+	if inventory != nil {
+		files[inventoryName] = inventory
 	}
 	if err := os.Mkdir(filepath.Join(dir, "callback_plugins"), 0o700); err != nil {
 		return "", fmt.Errorf("create callback plugin dir: %w", err)
@@ -433,6 +452,26 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// inventoryName is the file the runner writes a job's own inventory to. The YAML inventory
+// plugin reads it; the list form is written as JSON, which is YAML too.
+const inventoryName = "inventory.json"
+
+// inventoryContent is the inventory file of the job, or nil when the job names one of its own
+// on disk.
+func inventoryContent(spec *JobSpec) ([]byte, error) {
+	switch {
+	case spec.InventoryPath != "":
+		return nil, nil
+	case spec.InventoryGroups != nil:
+		doc, err := inventoryNode(spec.InventoryGroups)
+		if err != nil {
+			return nil, err
+		}
+		return yaml.Marshal(doc)
+	}
+	return json.Marshal(inventoryFile(spec))
 }
 
 // inventoryFile is the job's inventory in Ansible's YAML inventory layout (written as JSON,

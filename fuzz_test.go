@@ -90,7 +90,7 @@ func fuzzPlaybookDir(f *testing.F) specLimits {
 	if err := os.Symlink(outside, filepath.Join(dir, "escape.yml")); err != nil {
 		f.Fatal(err)
 	}
-	return specLimits{PlaybookDir: dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour, MaxForks: 50}
+	return specLimits{PlaybookDir: dir, DefaultTimeout: 10 * time.Minute, MaxTimeout: 2 * time.Hour, MaxForks: 50, InventoryDir: dir}
 }
 
 // fuzzCheckSpecError checks that a refusal reaches the client as a 400 that says something.
@@ -141,7 +141,21 @@ func fuzzCheckSpec(t *testing.T, spec *JobSpec, lim specLimits) {
 	if spec.Timeout <= 0 || spec.Timeout > lim.MaxTimeout {
 		t.Errorf("Timeout = %v, want above 0 and at most %v", spec.Timeout, lim.MaxTimeout)
 	}
-	fuzzCheckInventory(t, spec.Inventory)
+	switch {
+	case spec.InventoryPath != "":
+		if real, err := filepath.EvalSymlinks(spec.InventoryPath); err != nil || !isInside(real, lim.InventoryDir) {
+			t.Errorf("InventoryPath = %q lies outside %s (%v)", spec.InventoryPath, lim.InventoryDir, err)
+		}
+	case spec.InventoryGroups != nil:
+		for _, h := range spec.hostNames() {
+			fuzzCheckInventory(t, []string{h}) // a host may be in several groups
+		}
+		if len(spec.hostNames()) == 0 {
+			t.Error("a mapping inventory holds no host")
+		}
+	default:
+		fuzzCheckInventory(t, spec.Inventory)
+	}
 	fuzzCheckVariables(t, spec.Variables)
 	fuzzCheckPlaybook(t, spec, lim.PlaybookDir)
 	fuzzCheckOptions(t, spec, lim)

@@ -45,11 +45,15 @@ type JobSpec struct {
 	// Playbook is the embedded playbook text, or the path as the client gave it.
 	Playbook string `json:"playbook,omitempty"`
 	// PlaybookPath is the resolved absolute path of an external playbook; empty when embedded.
-	PlaybookPath string         `json:"playbook_path,omitempty"`
-	Inventory    []string       `json:"inventory,omitempty"`
-	Variables    map[string]any `json:"variables,omitempty"`
-	Priority     int            `json:"priority,omitempty"`
-	Timeout      time.Duration  `json:"timeout_ns,omitempty"`
+	PlaybookPath string   `json:"playbook_path,omitempty"`
+	Inventory    []string `json:"inventory,omitempty"` // a list of host names, or:
+	// InventoryGroups is a mapping inventory, as parseInventoryGroups leaves it.
+	InventoryGroups map[string]any `json:"inventory_groups,omitempty"`
+	// InventoryPath is the resolved path of an inventory file or directory.
+	InventoryPath string         `json:"inventory_path,omitempty"`
+	Variables     map[string]any `json:"variables,omitempty"`
+	Priority      int            `json:"priority,omitempty"`
+	Timeout       time.Duration  `json:"timeout_ns,omitempty"`
 	// IdleTimeout stops a run that prints nothing and reports no task event for this long; 0: never.
 	IdleTimeout time.Duration `json:"idle_timeout_ns,omitempty"`
 	// Launch options: each is one ansible-playbook option (see args); zero means not given.
@@ -170,6 +174,9 @@ func jobFromRecord(rec jobRecord) *Job {
 func (j *Job) recordLocked() jobRecord {
 	spec := *j.Spec
 	spec.Variables = j.storedVariablesLocked()
+	if j.st.Status.Final() && spec.InventoryGroups != nil {
+		spec.InventoryGroups = maskValue(spec.InventoryGroups).(map[string]any)
+	}
 	st := j.st
 	st.Summary = st.Summary.clone()
 	return jobRecord{ID: j.ID, Version: j.version, Seq: j.seq, CreatedAt: j.CreatedAt, JobSpec: spec, jobState: st}
@@ -307,7 +314,7 @@ type jobView struct {
 	Timeout       float64        `json:"timeout"`      // seconds
 	IdleTimeout   float64        `json:"idle_timeout"` // seconds; 0: off
 	Playbook      string         `json:"playbook,omitempty"`
-	Inventory     []string       `json:"inventory"`
+	Inventory     any            `json:"inventory"` // as given: host names, groups (vars masked) or a path
 	Variables     map[string]any `json:"variables,omitempty"`
 	CreatedAt     time.Time      `json:"created_at"`
 	StartedAt     *time.Time     `json:"started_at"`
@@ -339,7 +346,7 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		Priority:      j.Spec.Priority,
 		Timeout:       j.Spec.Timeout.Seconds(),
 		IdleTimeout:   j.Spec.IdleTimeout.Seconds(),
-		Inventory:     j.Spec.Inventory,
+		Inventory:     j.Spec.inventoryView(),
 		CreatedAt:     j.CreatedAt,
 		StartedAt:     timeOrNull(st.StartedAt),
 		FinishedAt:    timeOrNull(st.FinishedAt),
@@ -363,6 +370,22 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		v.Variables = maskVariables(j.Spec.Variables)
 	}
 	return v
+}
+
+// inventoryView is the inventory as a job shows it, in the shape it was given, secret vars masked.
+func (s *JobSpec) inventoryView() any {
+	switch {
+	case s.InventoryGroups != nil:
+		return maskValue(s.InventoryGroups)
+	case s.InventoryPath != "":
+		return s.InventoryPath
+	}
+	return s.Inventory
+}
+
+// hostNames are the host names the job names itself: in a list or a mapping inventory.
+func (s *JobSpec) hostNames() []string {
+	return append(append([]string{}, s.Inventory...), inventoryHosts(s.InventoryGroups)...)
 }
 
 // nonNil shows an absent list as [] rather than null.

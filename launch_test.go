@@ -232,3 +232,92 @@ func TestAnsibleVault(t *testing.T) {
 		}
 	}
 }
+
+func TestParseInventoryShapes(t *testing.T) {
+	f := newPlaybookFixture(t)
+	lim := f.limits()
+	lim.InventoryDir = f.dir
+	os.WriteFile(filepath.Join(f.dir, "hosts.ini"), []byte("[web]\nweb1\n"), 0o644)
+	parse := func(inv string) (*JobSpec, error) {
+		return parseJobSpec([]byte("name: i\nplaybook: site.yml\ninventory: "+inv+"\n"), false, lim)
+	}
+	spec, err := parse("{all: {vars: {ansible_connection: local}, children: {web: {hosts: {web1: {port: 81}, web2: null}, vars: {role: frontend}}, db: {hosts: {db1: {}}}}}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := spec.hostNames(); !reflect.DeepEqual(got, []string{"db1", "web1", "web2"}) || spec.Inventory != nil {
+		t.Errorf("hosts = %v, list %v", got, spec.Inventory)
+	}
+	if spec, err := parse("hosts.ini"); err != nil || spec.InventoryPath != filepath.Join(f.dir, "hosts.ini") {
+		t.Errorf("path inventory: %+v, %v", spec, err)
+	}
+	for inv, want := range map[string]string{
+		"{web: {hosts: {\"{{ lookup('pipe','id') }}\": {}}}}": "template marker",
+		"{web: {hosts: {all: {}}}}":                           "built-in groups",
+		"{\"web-servers\": {hosts: {a: {}}}}":                 "not a group name",
+		"{web: {hosts: {a: {\"bad-name\": 1}}}}":              "inventory.web.hosts.a:",
+		"{web: {host: {a: {}}}}":                              "not part of a group",
+		"{web: {hosts: [a]}}":                                 "inventory.web.hosts:",
+		"{web: {vars: {x: 1}}}":                               "at least one host",
+		"{web: {hosts: {a: {}}, vars: [x]}}":                  "inventory.web.vars:",
+		"../outside.yml":                                      "outside the inventory directory",
+		"missing.ini":                                         "does not exist",
+		"42":                                                  "inventory:",
+	} {
+		_, err := parse(inv)
+		if err == nil {
+			t.Errorf("inventory %s accepted", inv)
+			continue
+		}
+		if status, msg := httpStatus(err); status != 400 || !strings.Contains(msg, want) {
+			t.Errorf("inventory %s: %d %q, want 400 saying %q", inv, status, msg, want)
+		}
+	}
+	lim.PlaybooksOnly = true
+	if _, err := parseJobSpec([]byte("name: i\nplaybook: site.yml\ninventory: {web: {hosts: {a: {ansible_ssh_common_args: '-o ProxyCommand=id'}}}}\n"), false, lim); err == nil {
+		t.Error("-playbooks-only let an inventory set ansible_ssh_common_args")
+	}
+}
+
+// TestAnsibleGroupedInventory runs a play for one group of a pasted YAML inventory, and one
+// from an INI inventory file inside -playbook-dir, with the real ansible-playbook.
+func TestAnsibleGroupedInventory(t *testing.T) {
+	requireAnsible(t)
+	td := startTestDaemon(t, withRealAnsible)
+	marker := filepath.Join(t.TempDir(), "pwned")
+	inventory := map[string]any{"all": map[string]any{
+		"vars": map[string]any{"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
+		"children": map[string]any{
+			"web": map[string]any{"hosts": map[string]any{"web1": map[string]any{"slot": 1}, "web2": map[string]any{"slot": 2}},
+				"vars": map[string]any{"role": "frontend", "note": "{{ lookup('pipe', 'touch " + marker + "') }}"}},
+			"db": map[string]any{"hosts": map[string]any{"db1": nil}},
+		}}}
+	doc, _ := json.Marshal(map[string]any{"name": "grouped", "inventory": inventory, "limit": "web",
+		"playbook": "- hosts: web\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"{{ inventory_hostname }} is {{ role }} in slot {{ slot }} ({{ note }})\"\n"})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	td.waitStatus(t, id, StatusCompleted)
+	log := string(get(t, td.URL+"/api/v1/jobs/"+id+"/logs"))
+	for _, want := range []string{"web1 is frontend in slot 1", "web2 is frontend in slot 2", "({{ lookup('pipe'"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "db1") {
+		t.Errorf("the play for web ran on db1:\n%s", log)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("a template in an inventory var ran on the controller")
+	}
+
+	os.WriteFile(filepath.Join(td.srv.limits.PlaybookDir, "hosts.ini"), []byte("[app]\napp1 ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"), 0o644)
+	doc, _ = json.Marshal(map[string]any{"name": "file", "inventory": "hosts.ini",
+		"playbook": "- hosts: app\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"hello from {{ inventory_hostname }}\"\n"})
+	id = td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	job := td.waitStatus(t, id, StatusCompleted)
+	if log := string(get(t, td.URL+"/api/v1/jobs/"+id+"/logs")); !strings.Contains(log, "hello from app1") {
+		t.Errorf("inventory file: log lacks the host:\n%s", log)
+	}
+	if job["inventory"] != filepath.Join(td.srv.limits.PlaybookDir, "hosts.ini") {
+		t.Errorf("job inventory = %v", job["inventory"])
+	}
+}

@@ -49,6 +49,7 @@ type config struct {
 	MaxHeaderBytes  int
 	ReadBodyTimeout time.Duration
 	MaxForks        int
+	InventoryDir    string
 	DefaultIdle     time.Duration
 	VaultPassFile   string
 	VaultIDs        stringList
@@ -75,6 +76,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 		"The ansible-playbook to run: a path, or a name looked up in PATH. Env CHARON_ANSIBLE_PLAYBOOK.")
 	fs.StringVar(&c.PlaybookDir, "playbook-dir", env("CHARON_PLAYBOOK_DIR", "."),
 		"Directory that external playbook paths are resolved against and must stay inside. Env CHARON_PLAYBOOK_DIR.")
+	fs.StringVar(&c.InventoryDir, "inventory-dir", env("CHARON_INVENTORY_DIR", ""),
+		"Directory that a job's inventory path (a file or a directory) is resolved against and must stay inside; "+
+			"empty means -playbook-dir. Env CHARON_INVENTORY_DIR.")
 	fs.StringVar(&c.DataDir, "data-dir", env("CHARON_DATA_DIR", "./charon-data"),
 		"Directory for charond's state: each running job's work dir (inventory, variables, embedded playbook). Env CHARON_DATA_DIR.")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", time.Hour,

@@ -296,7 +296,7 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 	if err := s.store.commit(job, ended); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
 	}
-	if hasSecrets(job.Spec.Variables) {
+	if hasSecrets(job.Spec.Variables) || hasSecrets(job.Spec.InventoryGroups) {
 		// The journal still holds the records written while the job was queued and running,
 		// secrets in clear; rewriting it leaves only the ended record, which masks them.
 		if err := s.compact(); err != nil {

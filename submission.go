@@ -34,6 +34,7 @@ type specLimits struct {
 	PlaybooksOnly bool
 	AllowVars     []string // names or prefixes ending in '*'
 	MaxForks      int      // the largest forks a job may ask for (-max-forks)
+	InventoryDir  string   // absolute, symlinks resolved: inventory paths must lie inside it
 	// DefaultIdleTimeout is the idle_timeout of a job that gives none (-default-idle-timeout).
 	DefaultIdleTimeout time.Duration
 }
@@ -110,7 +111,7 @@ func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
 	case "playbook":
 		err = s.setPlaybook(node, lim)
 	case "inventory":
-		s.Inventory, err = parseInventory(node)
+		err = s.setInventory(node, lim)
 	case "variables":
 		s.Variables, err = parseVariables(node, lim)
 	case "priority":
@@ -344,6 +345,27 @@ func isInside(path, dir string) bool {
 	return rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)))
 }
 
+// setInventory reads the inventory in whichever of its three shapes it comes: a list of host
+// names, a mapping in Ansible's YAML inventory shape, or the path of an inventory file or
+// directory inside -inventory-dir.
+func (s *JobSpec) setInventory(node *yaml.Node, lim specLimits) (err error) {
+	s.Inventory = nil
+	switch {
+	case node.Kind == yaml.SequenceNode:
+		s.Inventory, err = parseInventory(node)
+	case node.Kind == yaml.MappingNode:
+		s.InventoryGroups, err = parseInventoryGroups(node, lim)
+	case node.Kind == yaml.ScalarNode && node.Tag == "!!str":
+		var p string
+		if p, err = optionText("inventory", node, 4096); err == nil {
+			s.InventoryPath, err = resolveInventoryPath(p, lim.InventoryDir, lim.DataDir)
+		}
+	default:
+		err = invalidf("inventory: must be a list of host names, a mapping of groups (Ansible's YAML inventory) or the path of an inventory inside -inventory-dir, not a %s (line %d)", nodeKindName(node), node.Line)
+	}
+	return err
+}
+
 // maxHosts bounds the inventory list.
 const maxHosts = 10000
 
@@ -443,12 +465,8 @@ func parseVariables(node *yaml.Node, lim specLimits) (map[string]any, error) {
 		return nil, invalidf("variables: %v", err)
 	}
 	for name := range raw {
-		if !variableName.MatchString(name) {
-			return nil, invalidf("variables: %s is not a valid Ansible variable name (letters, digits and _, not starting with a digit)", quoteField(name))
-		}
-		if lim.PlaybooksOnly && isAnsibleSetting(name) && !nameAllowed(name, lim.AllowVars) {
-			return nil, apiErrorf(errForbidden, "variables: %s is refused: charond runs with -playbooks-only, and variables named ansible_* "+
-				"choose what runs (interpreters, shells, connections and their commands); the operator can allow it with -allow-vars", name)
+		if err := checkVariableName("variables", name, lim); err != nil {
+			return nil, err
 		}
 	}
 	vars, err := jsonCompatible("variables", raw)
@@ -456,6 +474,20 @@ func parseVariables(node *yaml.Node, lim specLimits) (map[string]any, error) {
 		return nil, err
 	}
 	return vars.(map[string]any), nil
+}
+
+// checkVariableName refuses a name Ansible would not take as a variable's, and, with
+// -playbooks-only, one in Ansible's own namespace that -allow-vars does not name. The job's
+// variables and an inventory's vars follow the same rule.
+func checkVariableName(field, name string, lim specLimits) error {
+	if !variableName.MatchString(name) {
+		return invalidf("%s: %s is not a valid Ansible variable name (letters, digits and _, not starting with a digit)", field, quoteField(name))
+	}
+	if lim.PlaybooksOnly && isAnsibleSetting(name) && !nameAllowed(name, lim.AllowVars) {
+		return apiErrorf(errForbidden, "%s: %s is refused: charond runs with -playbooks-only, and variables named ansible_* "+
+			"choose what runs (interpreters, shells, connections and their commands); the operator can allow it with -allow-vars", field, name)
+	}
+	return nil
 }
 
 // isAnsibleSetting reports whether a variable name is in Ansible's own namespace, where

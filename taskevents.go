@@ -326,7 +326,7 @@ type runEvents struct {
 }
 
 func newRunEvents(job *Job, now func() time.Time, log *slog.Logger) *runEvents {
-	return &runEvents{job: job, redact: newRedactor(job.Spec.Variables, job.Spec.Inventory...), now: now, log: log}
+	return &runEvents{job: job, redact: newRedactor(map[string]any{"variables": job.Spec.Variables, "inventory": job.Spec.InventoryGroups}, job.Spec.hostNames()...), now: now, log: log}
 }
 
 // pluginLine handles one line from the plugin's pipe.
