@@ -421,7 +421,7 @@ func TestSubmitResolvesPlaybookPath(t *testing.T) {
 	// A path to the job file from elsewhere, as when run from another directory.
 	jobFile := filepath.Join("..", "streaming_demo", "ansible_job.yaml")
 
-	if code := c.submit(context.Background(), jobFile); code != exitCompleted {
+	if code := c.submit(context.Background(), jobFile, nil); code != exitCompleted {
 		t.Fatalf("exit status %d; stderr:\n%s", code, errOut)
 	}
 
@@ -502,7 +502,7 @@ func TestSubmitBadYAMLSendsNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "broken.yaml")
 	os.WriteFile(path, []byte("name: x\nplaybook: [\n"), 0o644)
 
-	code := c.submit(context.Background(), path)
+	code := c.submit(context.Background(), path, nil)
 
 	if code != exitUsage {
 		t.Errorf("exit status %d, want %d", code, exitUsage)

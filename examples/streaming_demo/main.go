@@ -34,7 +34,11 @@ import (
 const usage = `Usage: streaming_demo <command> [argument]
 
 Commands:
-  submit FILE   Submit the job in the YAML file FILE, then stream its logs to the end.
+  submit [OPTIONS] FILE
+                Submit the job in the YAML file FILE, then stream its logs to the end.
+                OPTIONS override the file's launch options, as ansible-playbook spells them:
+                --limit PATTERN, --tags A,B, --skip-tags A,B, --check, --diff, -v to -vvvv,
+                --forks N, --start-at-task NAME.
   stream ID     Stream the logs of job ID, from its first line to its end.
   events ID     Stream the events of job ID: its status changes, each play and task as it
                 starts, each host's result as it lands (✅ ok, 🔄 changed, ❌ failed,
@@ -87,11 +91,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitUsage
 	}
 	cmd, rest := args[1], args[2:]
+	var opts []launchOption
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitCompleted
-	case "submit", "stream", "events":
+	case "submit":
+		var err error
+		if opts, rest, err = parseLaunchFlags(rest); err != nil || len(rest) != 1 || rest[0] == "" {
+			if err != nil {
+				fmt.Fprintf(stderr, "streaming_demo submit: %v\n\n", err)
+			}
+			fmt.Fprintf(stderr, "streaming_demo submit takes options, then one job file\n\n%s", usage)
+			return exitUsage
+		}
+	case "stream", "events":
 		if len(rest) != 1 || rest[0] == "" {
 			fmt.Fprintf(stderr, "streaming_demo %s takes one argument\n\n%s", cmd, usage)
 			return exitUsage
@@ -110,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		&printer{out: stdout, err: stderr, color: useColor(stdout, getenv)})
 	switch cmd {
 	case "submit":
-		return c.submit(ctx, rest[0])
+		return c.submit(ctx, rest[0], opts)
 	case "stream":
 		return c.follow(ctx, "stream", "logs", rest[0])
 	case "events":
@@ -167,11 +181,50 @@ type job struct {
 	QueuePosition int        `json:"queue_position"`
 	StartedAt     *time.Time `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
+	Limit         string     `json:"limit"`
+	Tags          []string   `json:"tags"`
+	SkipTags      []string   `json:"skip_tags"`
+	Check         bool       `json:"check"`
+	Diff          bool       `json:"diff"`
+	Verbosity     int        `json:"verbosity"`
+	Forks         int        `json:"forks"`
+	StartAtTask   string     `json:"start_at_task"`
+}
+
+// options are the job's launch options as ansible-playbook spells them, for the operator to
+// see what will run.
+func (j job) options() []string {
+	var out []string
+	if j.Limit != "" {
+		out = append(out, "--limit "+j.Limit)
+	}
+	if len(j.Tags) > 0 {
+		out = append(out, "--tags "+strings.Join(j.Tags, ","))
+	}
+	if len(j.SkipTags) > 0 {
+		out = append(out, "--skip-tags "+strings.Join(j.SkipTags, ","))
+	}
+	if j.Check {
+		out = append(out, "--check")
+	}
+	if j.Diff {
+		out = append(out, "--diff")
+	}
+	if j.Verbosity > 0 {
+		out = append(out, "-"+strings.Repeat("v", j.Verbosity))
+	}
+	if j.Forks > 0 {
+		out = append(out, fmt.Sprintf("--forks %d", j.Forks))
+	}
+	if j.StartAtTask != "" {
+		out = append(out, "--start-at-task "+j.StartAtTask)
+	}
+	return out
 }
 
 // submit sends the job in file and follows its logs to the end.
-func (c *client) submit(ctx context.Context, file string) int {
-	body, playbook, err := loadJobFile(file)
+func (c *client) submit(ctx context.Context, file string, opts []launchOption) int {
+	body, playbook, err := loadJobFile(file, opts...)
 	if err != nil {
 		c.out.fail("%v (nothing was sent)", err)
 		return exitUsage
@@ -647,7 +700,7 @@ func readAPIError(resp *http.Response) error {
 // the file's directory, so the job means the same from any working directory; then the
 // returned body is the file re-encoded and playbook is the path it now names. Otherwise the body
 // is the file as it is.
-func loadJobFile(path string) (body []byte, playbook string, err error) {
+func loadJobFile(path string, opts ...launchOption) (body []byte, playbook string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", err
@@ -668,6 +721,12 @@ func loadJobFile(path string) (body []byte, playbook string, err error) {
 		return nil, "", yamlError(path, err)
 	}
 
+	changed := len(opts) > 0
+	for _, o := range opts {
+		if err := setField(top, o.field, o.value); err != nil {
+			return nil, "", fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		value := top.Content[i+1]
 		if top.Content[i].Value != "playbook" || value.Kind != yaml.ScalarNode ||
@@ -679,15 +738,19 @@ func loadJobFile(path string) (body []byte, playbook string, err error) {
 			return nil, "", err
 		}
 		value.Value = abs
-		var buf bytes.Buffer
-		enc := yaml.NewEncoder(&buf)
-		enc.SetIndent(2)
-		if err := enc.Encode(&doc); err != nil {
-			return nil, "", fmt.Errorf("%s: %w", path, err)
-		}
-		return buf.Bytes(), abs, nil
+		playbook, changed = abs, true
+		break
 	}
-	return data, "", nil
+	if !changed {
+		return data, "", nil
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return buf.Bytes(), playbook, nil
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
@@ -950,6 +1013,9 @@ func (p *printer) submitted(title string, j job) {
 	p.say("   Job ID: %s", j.ID)
 	p.say("   Name: %s", j.Name)
 	p.say("   Status: %s", j.Status)
+	if opts := j.options(); len(opts) > 0 {
+		p.say("   Options: %s", strings.Join(opts, " "))
+	}
 	p.say("")
 }
 
@@ -1274,4 +1340,79 @@ func (p *sseReader) readLine() ([]byte, error) {
 		}
 		p.line = append(p.line, b)
 	}
+}
+
+// launchOption is a job field that a submit flag sets, over the job file's own.
+type launchOption struct {
+	field string
+	value any
+}
+
+// parseLaunchFlags reads submit's flags before the job file: the launch options, spelled as
+// ansible-playbook spells them. It returns the options and the arguments left.
+func parseLaunchFlags(args []string) ([]launchOption, []string, error) {
+	var opts []launchOption
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		name, value, hasValue := strings.Cut(args[0], "=")
+		args = args[1:]
+		takeValue := func() (string, error) {
+			if hasValue {
+				return value, nil
+			}
+			if len(args) == 0 {
+				return "", fmt.Errorf("%s needs a value", name)
+			}
+			v := args[0]
+			args = args[1:]
+			return v, nil
+		}
+		list := func(v string) []string { return strings.Split(v, ",") }
+		switch {
+		case name == "--check" || name == "--diff":
+			opts = append(opts, launchOption{strings.TrimPrefix(name, "--"), true})
+		case strings.Trim(name, "v") == "-" && len(name) <= 5 && len(name) >= 2:
+			opts = append(opts, launchOption{"verbosity", len(name) - 1})
+		case name == "--limit" || name == "--start-at-task":
+			v, err := takeValue()
+			if err != nil {
+				return nil, nil, err
+			}
+			opts = append(opts, launchOption{strings.ReplaceAll(strings.TrimPrefix(name, "--"), "-", "_"), v})
+		case name == "--tags" || name == "--skip-tags":
+			v, err := takeValue()
+			if err != nil {
+				return nil, nil, err
+			}
+			opts = append(opts, launchOption{strings.ReplaceAll(strings.TrimPrefix(name, "--"), "-", "_"), list(v)})
+		case name == "--forks":
+			v, err := takeValue()
+			if err != nil {
+				return nil, nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--forks %q is not a whole number", v)
+			}
+			opts = append(opts, launchOption{"forks", n})
+		default:
+			return nil, nil, fmt.Errorf("unknown option %q", name)
+		}
+	}
+	return opts, args, nil
+}
+
+// setField sets a top-level field of a job document to value, replacing the file's own.
+func setField(top *yaml.Node, field string, value any) error {
+	var v yaml.Node
+	if err := v.Encode(value); err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == field {
+			top.Content[i+1] = &v
+			return nil
+		}
+	}
+	top.Content = append(top.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: field}, &v)
+	return nil
 }
