@@ -238,18 +238,33 @@ func (d *daemon) serve(ln net.Listener) error {
 // returns ends both and waits for them.
 func (d *daemon) startBackground() (stop func()) {
 	d.sched.prune()
-	ctx, cancel := context.WithCancel(context.Background())
-	pruned := make(chan struct{})
-	go func() {
-		defer close(pruned)
-		d.pruneEvery(ctx, d.pruneInterval)
-	}()
+	stopPruning := every(d.pruneInterval, d.sched.prune)
 	stopProbe := d.sched.startStoreProbe(d.probeInterval)
 	return func() {
-		cancel()
-		<-pruned
+		stopPruning()
 		stopProbe()
 	}
+}
+
+// every calls f every interval in a goroutine of its own until stop, which ends it and waits
+// for it (and for a call of f under way). stop may be called more than once.
+func every(interval time.Duration, f func()) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // stop ends a started daemon, as on SIGTERM: first the pruner and the store probe, which
@@ -284,20 +299,6 @@ func (d *daemon) shutdown() error {
 	d.sched.close()
 	d.log.Info("charond stopped")
 	return jobsErr
-}
-
-// pruneEvery deletes expired jobs periodically until ctx ends.
-func (d *daemon) pruneEvery(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.sched.prune()
-		}
-	}
 }
 
 // checkAnsible asks ansible-playbook for its version. When it is missing charond still runs,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -91,22 +90,7 @@ func (st *store) saveFailed(err error) error {
 // owns it: stop ends it and waits for it, and must be called before the store closes, since a
 // recovery rewrites the journal. stop may be called more than once.
 func (s *scheduler) startStoreProbe(interval time.Duration) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.probeStore()
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
+	return every(interval, s.probeStore)
 }
 
 // probeStore checks the data dir once. A data dir that is gone, not charond's or refuses
