@@ -62,6 +62,11 @@ func (p *inventoryParser) groups(field string, node *yaml.Node, depth int) (map[
 		if !groupName.MatchString(name) {
 			return nil, invalidf("%s: %s is not a group name (letters, digits and _, not starting with a digit)", field, quoteField(name))
 		}
+		if depth == 0 && name == "plugin" {
+			// Ansible reads a YAML file with a top-level plugin key as an inventory plugin's
+			// configuration, not as an inventory.
+			return nil, invalidf("%s: plugin is what names an inventory plugin in Ansible's YAML files, not a group", field)
+		}
 		g, err := p.group(field+"."+name, kv.value, depth)
 		if err != nil {
 			return nil, err

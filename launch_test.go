@@ -259,6 +259,7 @@ func TestParseInventoryShapes(t *testing.T) {
 		"{web: {host: {a: {}}}}":                              "not part of a group",
 		"{web: {hosts: [a]}}":                                 "inventory.web.hosts:",
 		"{web: {vars: {x: 1}}}":                               "at least one host",
+		"{plugin: {hosts: {a: {}}}}":                          "inventory plugin",
 		"{web: {hosts: {a: {}}, vars: [x]}}":                  "inventory.web.vars:",
 		"../outside.yml":                                      "outside the inventory directory",
 		"missing.ini":                                         "does not exist",
