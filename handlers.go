@@ -82,10 +82,17 @@ type stallBoundWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	until   time.Time // the deadline last set
 }
 
+// Write moves the deadline forward once half of it has gone by, rather than at every write:
+// a plain-text log is written a line at a time, and a million lines need not move it a
+// million times. A write then always has at least half the timeout to go through.
 func (w *stallBoundWriter) Write(p []byte) (int, error) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if now := time.Now(); w.until.Sub(now) < w.timeout/2 {
+		w.until = now.Add(w.timeout)
+		_ = w.rc.SetWriteDeadline(w.until)
+	}
 	return w.ResponseWriter.Write(p)
 }
 
