@@ -304,7 +304,12 @@ func (r *runner) prepareWorkDir(job *Job) (string, error) {
 	if err := r.checkStillAllowed(job.Spec); err != nil {
 		return "", fmt.Errorf("refusing to start: %w", err)
 	}
-	dir, err := r.writeWorkDir(job)
+	// Encoded first: a spec that cannot be written is the job's failure, not the disk's.
+	files, err := r.workFiles(job.Spec)
+	if err != nil {
+		return "", err
+	}
+	dir, err := r.writeWorkDir(job.ID, files)
 	if err != nil && r.noteFault != nil {
 		// The work dir lives in -data-dir: a failure there is the data dir's, not the job's.
 		r.noteFault(err)
@@ -339,13 +344,37 @@ func (r *runner) checkStillAllowed(spec *JobSpec) error {
 	return err
 }
 
+// workFiles encodes the files of a job's work dir, by name: its variables, its inventory
+// (unless it names one on disk), its embedded playbook, and Charon's callback plugin.
+func (r *runner) workFiles(spec *JobSpec) (map[string][]byte, error) {
+	inventory, err := inventoryContent(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode inventory: %w", err)
+	}
+	vars, err := r.varsFile(spec.Variables)
+	if err != nil {
+		return nil, fmt.Errorf("encode variables: %w", err)
+	}
+	files := map[string][]byte{
+		"vars.yml": vars,
+		filepath.Join("callback_plugins", callbackName+".py"): callbackPlugin,
+	}
+	if spec.Embedded() {
+		files["playbook.yml"] = []byte(spec.Playbook)
+	}
+	if inventory != nil {
+		files[inventoryName] = inventory
+	}
+	return files, nil
+}
+
 // writeWorkDir creates the job's work dir and its files. The work root is not created with
 // its parents: if -data-dir has gone, the job fails rather than quietly making a new one.
-func (r *runner) writeWorkDir(job *Job) (dir string, err error) {
+func (r *runner) writeWorkDir(id string, files map[string][]byte) (dir string, err error) {
 	if err := os.Mkdir(r.workRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("create work root: %w", err)
 	}
-	dir = filepath.Join(r.workRoot, job.ID)
+	dir = filepath.Join(r.workRoot, id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create work dir: %w", err)
 	}
@@ -354,24 +383,6 @@ func (r *runner) writeWorkDir(job *Job) (dir string, err error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	inventory, err := inventoryContent(job.Spec)
-	if err != nil {
-		return "", fmt.Errorf("encode inventory: %w", err)
-	}
-	vars, err := r.varsFile(job.Spec.Variables)
-	if err != nil {
-		return "", fmt.Errorf("encode variables: %w", err)
-	}
-	files := map[string][]byte{
-		"vars.yml": vars,
-		filepath.Join("callback_plugins", callbackName+".py"): callbackPlugin,
-	}
-	if job.Spec.Embedded() {
-		files["playbook.yml"] = []byte(job.Spec.Playbook)
-	}
-	if inventory != nil {
-		files[inventoryName] = inventory
-	}
 	if err := os.Mkdir(filepath.Join(dir, "callback_plugins"), 0o700); err != nil {
 		return "", fmt.Errorf("create callback plugin dir: %w", err)
 	}

@@ -322,3 +322,25 @@ func TestPlaybookMayNotLieInTheDataDir(t *testing.T) {
 		t.Error("a job whose playbook lies in the data dir would start")
 	}
 }
+
+// TestDamagedInventoryRecordFailsItsJobOnly loads a queued job whose stored inventory is not
+// the shape charond writes: the job fails saying why, charond neither crashes nor counts it
+// as a fault of its data dir.
+func TestDamagedInventoryRecordFailsItsJobOnly(t *testing.T) {
+	dir := t.TempDir()
+	first := startTestDaemonIn(t, dir)
+	first.stop(t)
+	id := newJobID()
+	appendRecord(t, dir, jobRecord{ID: id, Version: 1, Seq: 1, CreatedAt: time.Now(),
+		JobSpec: JobSpec{Name: "damaged", Playbook: "- hosts: all\n  tasks: []\n", Priority: 5, Timeout: time.Minute,
+			InventoryGroups: map[string]any{"web": "not a group"}, Variables: map[string]any{"fake": "report"}},
+		jobState: jobState{Status: StatusQueued}})
+	td := startTestDaemonIn(t, dir)
+	job := td.waitStatus(t, id, StatusFailed)
+	if msg, _ := job["message"].(string); !strings.Contains(msg, "encode inventory") {
+		t.Errorf("message = %q, want it to say the inventory could not be written", msg)
+	}
+	if err := td.sched.store.unavailable(); err != nil {
+		t.Errorf("a damaged record marked the data dir unhealthy: %v", err)
+	}
+}

@@ -240,12 +240,17 @@ func resolveInventoryPath(p, dir, dataDir string) (string, error) {
 }
 
 // inventoryNode builds the inventory file of a mapping inventory as YAML: names as they are
-// (they are checked names), every var as unsafeNode writes it. localhost and 127.0.0.1 get the
+// (they are checked names), every var as unsafeNode writes it. A shape that is not the one
+// parseInventoryGroups leaves (a damaged journal record) is an error, not a crash. localhost and 127.0.0.1 get the
 // local connection, as in a list inventory, unless their own vars choose one.
 func inventoryNode(groups map[string]any) (*yaml.Node, error) {
 	doc := &yaml.Node{Kind: yaml.MappingNode}
 	for _, name := range sortedKeys(groups) {
-		g, err := groupNode(groups[name].(map[string]any))
+		group, ok := groups[name].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("group %s is not a mapping", name)
+		}
+		g, err := groupNode(group)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +264,10 @@ func groupNode(g map[string]any) (*yaml.Node, error) {
 	if hosts, ok := g["hosts"].(map[string]any); ok {
 		hn := &yaml.Node{Kind: yaml.MappingNode}
 		for _, h := range sortedKeys(hosts) {
-			vars := hosts[h].(map[string]any)
+			vars, ok := hosts[h].(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("host %s: its vars are not a mapping", h)
+			}
 			if h == "localhost" || h == "127.0.0.1" {
 				vars = withLocalConnection(vars)
 			}
