@@ -58,7 +58,7 @@ func BenchmarkFanout1000(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			r := httptest.NewRequest("GET", "/api/v1/jobs/bench/logs/stream", nil).WithContext(context.Background())
-			serveStream(&discardStream{h: http.Header{}}, r, job, logStream, cfg)
+			serveStream(&discardStream{h: http.Header{}}, r, job.logs, logStream, "job "+job.ID, cfg)
 		}()
 	}
 	for job.logs.subscriberCount() < subscribers {

@@ -92,6 +92,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	}
 	sched := newScheduler(r, st, logger)
 	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
+	st.feed.keep = feedKeepPerJob * cfg.MaxJobs
 	if err := sched.restore(records); err != nil {
 		return nil, fmt.Errorf("load jobs from %s: %w", dataDir, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -44,11 +45,14 @@ type eventLog struct {
 	// sealed is set by flush, once the job has ended: appends fail after it; guarded by writeMu.
 	sealed bool
 
-	mu      sync.Mutex    // guards the fields below; never held across I/O
-	count   int           // events so far, which is also the last id
+	mu sync.Mutex // guards the fields below; never held across I/O
+	// base is the id before the file's first event: 0 for a job's logs, which are never cut;
+	// the all-jobs feed drops its oldest events and keeps numbering on (see trim).
+	base    int
+	count   int           // events in the file; the last id is base+count
 	size    int64         // bytes of whole lines in the file
-	sparse  []int64       // sparse[k] is the file offset of event k*sparseEvery+1
-	window  []record      // the newest events: ids count-len(window)+1 .. count
+	sparse  []int64       // sparse[k] is the file offset of event base+k*sparseEvery+1
+	window  []record      // the newest events: ids base+count-len(window)+1 .. base+count
 	end     *streamEnd    // set once, when nothing more will be appended
 	changed chan struct{} // closed, and replaced, whenever events are appended or the log ends
 	subs    map[*subscriber]struct{}
@@ -212,7 +216,7 @@ func (l *eventLog) publishLocked(off int64, payloads ...[]byte) {
 		}
 		off += int64(len(p)) + 1
 		l.count++
-		l.window = append(l.window, encodeRecord(l.count, l.kind.event, p))
+		l.window = append(l.window, encodeRecord(l.base+l.count, l.kind.event, p))
 	}
 	l.size = off
 	if len(l.window) >= 2*windowSize {
@@ -333,19 +337,27 @@ type readResult struct {
 	changed <-chan struct{} // closed when there is more to read: wait on it when recs is empty
 }
 
-// read returns the events after id `after`. Events still in the window are shared frames;
-// older ones are read back from the file.
+// read returns the events after id `after`, or from the oldest one kept if that is later.
+// Events still in the window are shared frames; older ones are read back from the file.
 func (l *eventLog) read(after int) (readResult, error) {
-	if after < 0 {
-		after = 0
+	res, err := l.readOnce(after)
+	if errors.Is(err, os.ErrNotExist) {
+		// A trim replaced the file between the lookup and the open: look again in the new one.
+		res, err = l.readOnce(after)
 	}
+	return res, err
+}
+
+func (l *eventLog) readOnce(after int) (readResult, error) {
 	l.mu.Lock()
-	if after >= l.count {
+	after = max(after, l.base)
+	last := l.base + l.count
+	if after >= last {
 		res := readResult{end: l.end, changed: l.changed}
 		l.mu.Unlock()
 		return res, nil
 	}
-	if first := l.count - len(l.window) + 1; after+1 >= first {
+	if first := last - len(l.window) + 1; after+1 >= first {
 		recs := l.window[after+1-first:]
 		if len(recs) > readBatch {
 			recs = recs[:readBatch]
@@ -353,17 +365,17 @@ func (l *eventLog) read(after int) (readResult, error) {
 		l.mu.Unlock()
 		return readResult{recs: recs}, nil
 	}
-	k := after / sparseEvery
-	start, startID, size := l.sparse[k], k*sparseEvery+1, l.size
+	k := (after - l.base) / sparseEvery
+	path, start, startID, size := l.path, l.sparse[k], l.base+k*sparseEvery+1, l.size
 	l.mu.Unlock()
-	recs, err := l.readFile(start, startID, size, after, readBatch)
+	recs, err := l.readFile(path, start, startID, size, after, readBatch)
 	return readResult{recs: recs}, err
 }
 
-// readFile reads up to n events after id `after` from the file, starting from the known
-// offset of event startID and reading no further than size.
-func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) ([]record, error) {
-	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// readFile reads up to n events after id `after` from the file at path, starting from the
+// known offset of event startID and reading no further than size.
+func (l *eventLog) readFile(path string, start int64, startID int, size int64, after, n int) ([]record, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +389,7 @@ func (l *eventLog) readFile(start int64, startID int, size int64, after, n int) 
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", l.path, err)
+			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
 		if id > after {
 			recs = append(recs, encodeRecord(id, l.kind.event, line[:len(line)-1]))
@@ -397,12 +409,12 @@ func (l *eventLog) contents() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(deferred)), nil
 	}
 	l.mu.Lock()
-	size := l.size
+	path, size := l.path, l.size
 	l.mu.Unlock()
 	if size == 0 {
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
-	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -412,11 +424,11 @@ func (l *eventLog) contents() (io.ReadCloser, error) {
 	}{io.NewSectionReader(f, 0, size), f}, nil
 }
 
-// length is the number of events appended so far, which is also the last id.
+// length is the id of the last event: for a job's logs, the number of events appended so far.
 func (l *eventLog) length() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.count
+	return l.base + l.count
 }
 
 func (l *eventLog) subscribe() *subscriber {
@@ -441,4 +453,122 @@ func (l *eventLog) subscriberCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.subs)
+}
+
+// trim drops the events up to id `through` and keeps numbering the others as they were. The
+// kept events are copied to a new file at newPath, which is synced, and the log moves to it;
+// the old file is then removed, and its directory synced. Appends wait meanwhile; readers do
+// not: one that looked up the old file just before the move finds it gone and looks again
+// (see read). A crash leaves the old file, the new one, or both, each whole: the caller picks
+// one at start (see openFeed).
+func (l *eventLog) trim(through int, newPath string) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	through = min(through, l.base+l.count)
+	oldPath, base, sparse, size := l.path, l.base, l.sparse, l.size
+	l.mu.Unlock()
+	if through <= base || len(l.deferred) > 0 {
+		return nil // nothing to drop (and a log with deferred events is a job's, never trimmed)
+	}
+	if err := l.closeWriter(); err != nil {
+		return err
+	}
+	k := (through - base) / sparseEvery
+	from, err := l.offsetAfter(oldPath, sparse[min(k, len(sparse)-1)], base+min(k, len(sparse)-1)*sparseEvery+1, through, size)
+	if err == nil {
+		err = copyTail(oldPath, newPath, from, size)
+	}
+	var idx *eventLog
+	if err == nil {
+		idx, err = indexFile(newPath)
+	}
+	if err != nil {
+		l.noteFault(err)
+		return fmt.Errorf("trim %s: %w", oldPath, err)
+	}
+	l.mu.Lock()
+	l.path, l.base, l.count, l.sparse, l.size = newPath, through, idx.count, idx.sparse, idx.size
+	l.mu.Unlock()
+	l.exists = true
+	if err := os.Remove(oldPath); err != nil {
+		return fmt.Errorf("trim: remove %s: %w", oldPath, err)
+	}
+	return syncDir(filepath.Dir(newPath))
+}
+
+// offsetAfter is the file offset of the first event after id `through`, found by reading
+// lines from start, the offset of event startID, up to size.
+func (l *eventLog) offsetAfter(path string, start int64, startID, through int, size int64) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	r := bufio.NewReader(io.NewSectionReader(f, start, size-start))
+	off := start
+	for id := startID; id <= through; id++ {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
+		}
+		off += int64(len(line))
+	}
+	return off, nil
+}
+
+// copyTail writes the bytes of src from offset `from` up to size into a new file dst: into
+// dst.tmp, synced, then renamed, and the directory synced, so that dst, once it exists, is
+// whole and durable.
+func copyTail(src, dst string, from, size int64) error {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, io.NewSectionReader(in, from, size-from))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+// indexFile counts the whole lines of the file at path and notes their sparse offsets, as
+// openEventLog does, into a bare eventLog whose count, sparse and size the caller takes.
+func indexFile(path string) (*eventLog, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	idx := &eventLog{}
+	// The file was copied whole lines only, so index finds no torn line to cut.
+	_, err = idx.index(f)
+	return idx, err
+}
+
+// syncDir makes the names in dir durable: a file created or renamed there survives a crash
+// only once its directory is synced.
+func syncDir(dir string) error {
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -55,6 +55,7 @@ func (s *server) routes() http.Handler {
 	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs/stream", map[string]http.HandlerFunc{"GET": s.streamLogs})
 	s.handle(mux, "/api/v1/jobs/{id}/events/stream", map[string]http.HandlerFunc{"GET": s.streamEvents})
+	s.handle(mux, "/api/v1/events/stream", map[string]http.HandlerFunc{"GET": s.streamFeed})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiErrorf(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -399,6 +400,16 @@ func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, kind str
 		s.writeError(w, r, err)
 		return
 	}
+	s.serveLog(w, r, job.stream(kind), kind, "job "+job.ID)
+}
+
+// streamFeed streams the all-jobs feed: every job's status changes, from Last-Event-ID on.
+func (s *server) streamFeed(w http.ResponseWriter, r *http.Request) {
+	s.serveLog(w, r, s.sched.store.feed.log, feedStream, "all jobs")
+}
+
+// serveLog streams l to the client, within -max-streams.
+func (s *server) serveLog(w http.ResponseWriter, r *http.Request, l *eventLog, kind streamKind, subject string) {
 	if n := s.openStreams.Add(1); n > s.maxStreams {
 		s.openStreams.Add(-1)
 		s.writeError(w, r, apiErrorf(errUnavailable, "too many open streams (%d, -max-streams): try again later", s.maxStreams))
@@ -407,7 +418,7 @@ func (s *server) serveJobStream(w http.ResponseWriter, r *http.Request, kind str
 	defer s.openStreams.Add(-1)
 	// A stream reads no body and lasts as long as its job: only its writes have deadlines.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
-	if err := serveStream(w, r, job, kind, s.stream); err != nil {
+	if err := serveStream(w, r, l, kind, subject, s.stream); err != nil {
 		s.writeError(w, r, err)
 	}
 }

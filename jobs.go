@@ -144,10 +144,11 @@ func (j *Job) stream(kind streamKind) *eventLog {
 }
 
 // change is what a transition leaves to write: an event for the job's events stream, if any,
-// then the new version of its record.
+// then the new version of its record; announce says the status changed, for the all-jobs feed.
 type change struct {
-	event  []byte
-	record jobRecord
+	event    []byte
+	record   jobRecord
+	announce bool
 }
 
 // newJobID returns a random id in the 8-4-4-4-12 hex form of a UUID, as the README's examples show.
@@ -195,6 +196,13 @@ func (j *Job) changedLocked(event []byte) change {
 	return change{event: event, record: j.recordLocked()}
 }
 
+// statusChangedLocked is changedLocked for a change of status, which the feed announces.
+func (j *Job) statusChangedLocked(event []byte) change {
+	c := j.changedLocked(event)
+	c.announce = true
+	return c
+}
+
 // Status returns the job's current status.
 func (j *Job) Status() Status {
 	j.mu.Lock()
@@ -217,7 +225,7 @@ func (j *Job) queue() change {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.st.Status, j.st.Message = StatusQueued, queuedMessage(j.Spec.Priority)
-	return j.changedLocked(nil)
+	return j.statusChangedLocked(nil)
 }
 
 // queuedEvent is a job's first event. It is built from what the job's record holds, so that a
@@ -235,7 +243,7 @@ func (j *Job) start(at time.Time, cancel func(*stopReason)) change {
 	const message = "Job started"
 	j.st.Status, j.st.StartedAt, j.st.Message = StatusRunning, at, message
 	j.cancelRun = cancel
-	return j.changedLocked(statusPayload(j.ID, StatusRunning, message, at))
+	return j.statusChangedLocked(statusPayload(j.ID, StatusRunning, message, at))
 }
 
 // launched records the process group its run started in, so that a charond restarted after a
@@ -292,7 +300,7 @@ func (j *Job) end(status Status, at time.Time, exitCode *int, message string) ch
 	done := streamEnd{Status: status, ExitCode: exitCode}
 	j.logs.markComplete(done)
 	j.events.markComplete(done)
-	return j.changedLocked(nil)
+	return j.statusChangedLocked(nil)
 }
 
 // deletion is the record that deletes the job from the journal.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
@@ -36,6 +37,9 @@ func (s *scheduler) restore(records []jobRecord) error {
 	}
 	if err := s.compact(); err != nil {
 		return err
+	}
+	if err := s.store.feed.reconcile(records); err != nil {
+		return fmt.Errorf("bring the all-jobs feed up to date: %w", err)
 	}
 	for _, job := range interrupted {
 		killLeftovers(job.state().PGID, job.ID, s.log)

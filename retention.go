@@ -29,6 +29,9 @@ func (s *scheduler) prune() {
 	if len(doomed) > 0 {
 		s.log.Info("pruned finished jobs", "count", len(doomed))
 	}
+	if err := s.store.feed.trimBefore(cutoff); err != nil {
+		s.log.Error("trim the all-jobs feed to the retention", "err", err)
+	}
 	s.compactIfLarge()
 }
 

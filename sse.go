@@ -85,12 +85,13 @@ func (sw *streamWriter) send(frame []byte) error {
 	return sw.sendRecords([]record{{frame: frame}})
 }
 
-// serveStream streams one of a job's logs to a client until the job has ended and everything
-// is sent, the client goes away, a write times out, or charond stops. It runs on the request's
-// goroutine and starts none of its own, so a client that disconnects leaves nothing behind.
-// It returns an error only before anything is written, for the caller to answer.
-func serveStream(w http.ResponseWriter, r *http.Request, job *Job, kind streamKind, cfg streamConfig) error {
-	l := job.stream(kind)
+// serveStream streams a log of kind, one of a job's or the all-jobs feed, to a client until
+// the log has ended and everything is sent, the client goes away, a write times out, or
+// charond stops. subject names what the log is of, for the connected notice ("job ID"). It
+// runs on the request's goroutine and starts none of its own, so a client that disconnects
+// leaves nothing behind. It returns an error only before anything is written, for the caller
+// to answer.
+func serveStream(w http.ResponseWriter, r *http.Request, l *eventLog, kind streamKind, subject string, cfg streamConfig) error {
 	after, resuming, err := resumePoint(r)
 	if err != nil {
 		return err
@@ -115,13 +116,13 @@ func serveStream(w http.ResponseWriter, r *http.Request, job *Job, kind streamKi
 	st := &stream{log: l, sub: sub, kind: kind, cfg: cfg, after: after,
 		out: &streamWriter{w: w, rc: http.NewResponseController(w), timeout: cfg.WriteTimeout}}
 	defer st.out.rc.SetWriteDeadline(time.Time{})
-	msg := fmt.Sprintf("Connected to %s stream for job %s", kind.noun, job.ID)
+	msg := fmt.Sprintf("Connected to %s stream for %s", kind.noun, subject)
 	hello := noticeFrame("connected", -1, connectedData{Message: msg, Line: msg, Timestamp: time.Now().UTC()}, cfg.Retry)
 	if err := st.out.send(hello); err != nil {
 		return nil
 	}
 	if err := st.run(r.Context(), first); err != nil && cfg.Log != nil {
-		cfg.Log.Warn("stream ended early", "job", job.ID, "stream", kind.noun, "err", err)
+		cfg.Log.Warn("stream ended early", "of", subject, "stream", kind.noun, "err", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 //	jobs.journal   one JSON record a line, appended at every state change of a job
 //	logs/ID.log    the job's output lines, one JSON payload a line (see eventLog)
 //	logs/ID.events the job's events, likewise
+//	logs/feed.N.events the all-jobs feed: every job's status changes (see feed.go)
 //	work/ID/       a running job's work dir, removed when the job ends and at start
 //
 // Why a journal rather than a file per job: a state change is one append, and concurrent
@@ -44,6 +45,7 @@ type store struct {
 	uid     int    // charond's effective user, who must own the data dir and all in it
 	log     *slog.Logger
 	journal *journal
+	feed    *feed
 	health  storeHealth
 }
 
@@ -73,6 +75,10 @@ func openStore(dir string, log *slog.Logger) (*store, []jobRecord, error) {
 		return nil, nil, err
 	}
 	st.journal = newJournal(path)
+	if st.feed, err = openFeed(filepath.Join(real, "logs"), log); err != nil {
+		return nil, nil, fmt.Errorf("open the all-jobs feed: %w", err)
+	}
+	st.feed.log.onFault = st.noteFault
 	return st, records, nil
 }
 
@@ -163,22 +169,28 @@ func (st *store) save(rec jobRecord) error {
 }
 
 // commit writes what a change of a job leaves to write: its event on the job's events stream,
-// if any, then its record, acknowledged once on disk. It is the one way a change of a job
-// reaches the store.
+// if any, then its record, acknowledged once on disk, then, for a change of status, the
+// announcement on the all-jobs feed. It is the one way a change of a job reaches the store.
 func (st *store) commit(job *Job, c change) error {
 	if c.event != nil {
 		if err := job.events.appendData(c.event); err != nil {
 			return err
 		}
 	}
-	return st.save(c.record)
+	if err := st.save(c.record); err != nil {
+		return err
+	}
+	if c.announce {
+		return st.feed.announce(c.record)
+	}
+	return nil
 }
 
 // recordCount is the number of records in the journal file.
 func (st *store) recordCount() int { return st.journal.recordCount() }
 
-// close closes the journal; saves fail afterwards.
-func (st *store) close() error { return st.journal.close() }
+// close closes the journal and the feed; saves fail afterwards.
+func (st *store) close() error { return errors.Join(st.journal.close(), st.feed.close()) }
 
 // compact rewrites the journal with the records snapshot returns; see journal.compact.
 func (st *store) compact(snapshot func() []jobRecord) error {
