@@ -217,7 +217,7 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("job queued", "job", job.ID, "name", spec.Name, "priority", spec.Priority)
 	w.Header().Set("Location", "/api/v1/jobs/"+job.ID)
-	s.writeJSON(w, r, http.StatusCreated, job.view(queued.jobState, queued.QueuePosition, true))
+	s.writeJSON(w, r, http.StatusCreated, job.view(queued, true))
 }
 
 // submissionFormat tells YAML from JSON by Content-Type. A missing type is refused, and so is

@@ -65,6 +65,10 @@ type JobSpec struct {
 	Verbosity   int      `json:"verbosity,omitempty"`
 	Forks       int      `json:"forks,omitempty"`
 	StartAtTask string   `json:"start_at_task,omitempty"`
+	// Concurrency is a key no two running jobs share; empty: none.
+	Concurrency string `json:"concurrency,omitempty"`
+	// RelaunchOf is the id of the job this one relaunches; empty for a submission.
+	RelaunchOf string `json:"relaunch_of,omitempty"`
 }
 
 // Embedded reports whether the playbook text was sent inline rather than named by path.
@@ -341,11 +345,14 @@ type jobView struct {
 	Forks         int            `json:"forks"` // 0: Ansible's default
 	StartAtTask   string         `json:"start_at_task"`
 	Command       []string       `json:"command"` // null until the run has started
+	Concurrency   string         `json:"concurrency"`
+	WaitingFor    *string        `json:"waiting_for"` // the running job that holds its concurrency key
+	RelaunchOf    *string        `json:"relaunch_of"`
 }
 
-// view is the job as the API shows it, in state st at queue position pos (0 once it runs);
-// full adds the playbook and the variables, masked, which lists leave out.
-func (j *Job) view(st jobState, pos int, full bool) jobView {
+// view is the job as the API shows it, in state st; full adds the playbook and the variables,
+// masked, which lists leave out.
+func (j *Job) view(st jobStatus, full bool) jobView {
 	v := jobView{
 		ID:            j.ID,
 		Name:          j.Spec.Name,
@@ -360,7 +367,7 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		FinishedAt:    timeOrNull(st.FinishedAt),
 		ExitCode:      st.ExitCode,
 		Message:       st.Message,
-		QueuePosition: pos,
+		QueuePosition: st.QueuePosition,
 		LogLines:      j.logs.length(),
 		Summary:       st.Summary,
 		Limit:         j.Spec.Limit,
@@ -372,6 +379,9 @@ func (j *Job) view(st jobState, pos int, full bool) jobView {
 		Forks:         j.Spec.Forks,
 		StartAtTask:   j.Spec.StartAtTask,
 		Command:       st.Command,
+		Concurrency:   j.Spec.Concurrency,
+		WaitingFor:    stringOrNull(st.WaitingFor),
+		RelaunchOf:    stringOrNull(j.Spec.RelaunchOf),
 	}
 	if full {
 		v.Playbook = j.Spec.Playbook
@@ -402,6 +412,13 @@ func nonNil(list []string) []string {
 		return []string{}
 	}
 	return list
+}
+
+func stringOrNull(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func timeOrNull(t time.Time) *time.Time {

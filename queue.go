@@ -57,6 +57,25 @@ func (q *jobQueue) next() *Job {
 	return heap.Pop(q).(*Job)
 }
 
+// nextRunnable removes and returns the job that runs first among those runnable says may
+// start now, or nil when none may. Jobs passed over keep their places.
+func (q *jobQueue) nextRunnable(runnable func(*Job) bool) *Job {
+	var passed []*Job
+	defer func() {
+		for _, job := range passed {
+			heap.Push(q, job)
+		}
+	}()
+	for len(q.items) > 0 {
+		job := heap.Pop(q).(*Job)
+		if runnable(job) {
+			return job
+		}
+		passed = append(passed, job)
+	}
+	return nil
+}
+
 // remove takes a job out of the queue and reports whether it was there.
 func (q *jobQueue) remove(job *Job) bool {
 	i, ok := q.index[job]

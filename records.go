@@ -60,6 +60,10 @@ func checkRecord(rec *jobRecord) error {
 		return fmt.Errorf("pgid %d is not a process group a job could run in", rec.PGID)
 	case rec.ExitCode != nil && !final:
 		return fmt.Errorf("exit_code is set on a %s job", rec.Status)
+	case rec.Concurrency != "" && !concurrencyKey.MatchString(rec.Concurrency):
+		return fmt.Errorf("concurrency %.80q is not a key", rec.Concurrency)
+	case rec.RelaunchOf != "" && !validJobID(rec.RelaunchOf):
+		return fmt.Errorf("relaunch_of %.40q is not a job id", rec.RelaunchOf)
 	}
 	if err := checkRecordTimes(rec, final); err != nil {
 		return err

@@ -40,6 +40,7 @@ type scheduler struct {
 	jobs     map[string]*Job
 	order    []*Job // every job in submission order, for listing
 	queue    *jobQueue
+	holders  map[string]*Job // each concurrency key held, and the running job that holds it
 	running  int
 	started  int  // workers launched
 	closed   bool // no more submissions
@@ -60,6 +61,7 @@ func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 		maxQueue:  1000,
 		jobs:      make(map[string]*Job),
 		queue:     newJobQueue(),
+		holders:   make(map[string]*Job),
 	}
 	s.wakeup = sync.NewCond(&s.mu)
 	return s
@@ -151,18 +153,25 @@ func (s *scheduler) addLocked(job *Job) {
 }
 
 // next blocks until a job can start and marks it running, or returns nil once the scheduler
-// stops. started is the change that marking made, for execute to commit outside s.mu. The returned context ends when the job is cancelled or times out; its cause is a
+// stops. The job is the first by priority among those whose concurrency key is free, and
+// takes its key. started is the change that marking made, for execute to commit outside s.mu.
+// The returned context ends when the job is cancelled or times out; its cause is a
 // *stopReason saying which. The caller calls release when the run is over.
 func (s *scheduler) next() (job *Job, started change, ctx context.Context, release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.queue.Len() == 0 && !s.stopping {
+	for !s.stopping {
+		if job = s.queue.nextRunnable(s.keyFreeLocked); job != nil {
+			break
+		}
 		s.wakeup.Wait()
 	}
 	if s.stopping {
 		return nil, change{}, nil, nil
 	}
-	job = s.queue.next()
+	if key := job.Spec.Concurrency; key != "" {
+		s.holders[key] = job
+	}
 	s.running++
 	ctx, cancel := context.WithCancelCause(context.Background())
 	timeout := &stopReason{status: StatusTimedOut, message: fmt.Sprintf("Job timed out after %s", job.Spec.Timeout)}
@@ -170,6 +179,11 @@ func (s *scheduler) next() (job *Job, started change, ctx context.Context, relea
 
 	started = job.start(s.now().UTC(), func(reason *stopReason) { cancel(reason) })
 	return job, started, ctx, func() { stopTimer(); cancel(nil) }
+}
+
+// keyFreeLocked reports whether no running job holds the job's concurrency key; s.mu is held.
+func (s *scheduler) keyFreeLocked(job *Job) bool {
+	return job.Spec.Concurrency == "" || s.holders[job.Spec.Concurrency] == nil
 }
 
 // stopReason is the cause of a run's context ending: cancel, timeout or shutdown.
@@ -213,6 +227,11 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 
 	s.mu.Lock()
 	s.running--
+	if key := job.Spec.Concurrency; key != "" && s.holders[key] == job {
+		delete(s.holders, key)
+		// Every idle worker looks again: the job that waited for the key may start now.
+		s.wakeup.Broadcast()
+	}
 	s.mu.Unlock()
 	s.log.Info("job ended", "job", job.ID, "name", job.Spec.Name, "status", status, "message", message)
 	s.pruneIfFull()
@@ -333,7 +352,10 @@ func (s *scheduler) list(status Status, limit int) []*Job {
 // jobStatus is a job's state at one moment, with its place in the queue.
 type jobStatus struct {
 	jobState
-	QueuePosition int // 1-based while queued, else 0
+	// QueuePosition is the job's place in line by priority, 1-based while queued, else 0. A
+	// job waiting for its concurrency key keeps it, while jobs behind it may start first.
+	QueuePosition int
+	WaitingFor    string // while queued: the id of the running job that holds its concurrency key
 }
 
 // state returns the job's current state, its queue position included.
@@ -344,13 +366,16 @@ func (s *scheduler) state(job *Job) jobStatus {
 }
 
 func (s *scheduler) stateLocked(job *Job) jobStatus {
-	return jobStatus{jobState: job.state(), QueuePosition: s.queue.position(job)}
+	st := jobStatus{jobState: job.state(), QueuePosition: s.queue.position(job)}
+	if holder := s.holders[job.Spec.Concurrency]; st.QueuePosition > 0 && holder != nil {
+		st.WaitingFor = holder.ID
+	}
+	return st
 }
 
 // view is the job as the API shows it now.
 func (s *scheduler) view(job *Job, full bool) jobView {
-	st := s.state(job)
-	return job.view(st.jobState, st.QueuePosition, full)
+	return job.view(s.state(job), full)
 }
 
 // counts returns how many jobs wait and how many run.

@@ -41,7 +41,7 @@ type specLimits struct {
 
 // knownFields are the fields of a job document, in the order the README writes them.
 var knownFields = []string{"name", "description", "playbook", "inventory", "variables", "priority", "timeout",
-	"idle_timeout", "limit", "tags", "skip_tags", "check", "diff", "verbosity", "forks", "start_at_task"}
+	"idle_timeout", "limit", "tags", "skip_tags", "check", "diff", "verbosity", "forks", "start_at_task", "concurrency"}
 
 // parseJobSpec reads a job document (YAML, or JSON when isJSON) and validates every field.
 // Every error it returns is an *apiError of kind errInvalid whose message names the field.
@@ -139,8 +139,22 @@ func (s *JobSpec) setField(name string, node *yaml.Node, lim specLimits) error {
 		s.Forks, err = intField(name, node, 1, lim.MaxForks, fmt.Sprintf("1 to %d (-max-forks)", lim.MaxForks))
 	case "start_at_task":
 		s.StartAtTask, err = optionText(name, node, 1024)
+	case "concurrency":
+		s.Concurrency, err = parseConcurrency(node)
 	}
 	return err
+}
+
+// concurrencyKey is what a concurrency key may be: a short name, such as deploy-web.
+var concurrencyKey = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
+
+// parseConcurrency reads a concurrency key.
+func parseConcurrency(node *yaml.Node) (string, error) {
+	v, err := stringField("concurrency", node, 64)
+	if err == nil && !concurrencyKey.MatchString(v) {
+		err = invalidf("concurrency: %q is not a key: use 1 to 64 letters, digits, '.', '_', '-', ':' or '/', starting with a letter or digit", v)
+	}
+	return v, err
 }
 
 // maxVerbosity is -vvvv; Ansible counts no further.
