@@ -53,6 +53,7 @@ func (s *server) routes() http.Handler {
 	s.handle(mux, "/api/v1/jobs/{id}/logs", map[string]http.HandlerFunc{"GET": s.getLogs})
 	s.handle(mux, "/api/v1/jobs/{id}/events", map[string]http.HandlerFunc{"GET": s.getEvents})
 	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
+	s.handle(mux, "/api/v1/jobs/{id}/relaunch", map[string]http.HandlerFunc{"POST": s.relaunchJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs/stream", map[string]http.HandlerFunc{"GET": s.streamLogs})
 	s.handle(mux, "/api/v1/jobs/{id}/events/stream", map[string]http.HandlerFunc{"GET": s.streamEvents})
 	s.handle(mux, "/api/v1/events/stream", map[string]http.HandlerFunc{"GET": s.streamFeed})
@@ -192,16 +193,8 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, err := s.readBody(w, r)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			err = apiErrorf(errTooLarge, "request body is larger than %d bytes (-max-body)", s.maxBody)
-		} else if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = apiErrorf(errTimeout, "request body did not arrive within %s (-read-body-timeout)", s.bodyTimeout)
-		} else {
-			err = invalidf("cannot read request body: %v", err)
-		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -218,6 +211,22 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("job queued", "job", job.ID, "name", spec.Name, "priority", spec.Priority)
 	w.Header().Set("Location", "/api/v1/jobs/"+job.ID)
 	s.writeJSON(w, r, http.StatusCreated, job.view(queued, true))
+}
+
+// readBody reads a request's body, up to -max-body, within -read-body-timeout.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err == nil {
+		return body, nil
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, apiErrorf(errTooLarge, "request body is larger than %d bytes (-max-body)", s.maxBody)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, apiErrorf(errTimeout, "request body did not arrive within %s (-read-body-timeout)", s.bodyTimeout)
+	}
+	return nil, invalidf("cannot read request body: %v", err)
 }
 
 // submissionFormat tells YAML from JSON by Content-Type. A missing type is refused, and so is
@@ -298,6 +307,56 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("job cancel requested", "job", job.ID)
 	s.writeJSON(w, r, http.StatusAccepted, s.sched.view(job, true))
+}
+
+// relaunchJob submits a new job that runs an ended one again, on all its hosts or, with the
+// body {"hosts": "failed"}, on those that failed or were unreachable.
+func (s *server) relaunchJob(w http.ResponseWriter, r *http.Request) {
+	failedOnly, err := s.relaunchHosts(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	job, queued, err := s.sched.relaunch(r.PathValue("id"), failedOnly, s.limits)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job relaunched", "job", job.ID, "relaunch_of", job.Spec.RelaunchOf, "failed_only", failedOnly)
+	w.Header().Set("Location", "/api/v1/jobs/"+job.ID)
+	s.writeJSON(w, r, http.StatusCreated, job.view(queued, true))
+}
+
+// relaunchHosts reads a relaunch's optional body, {"hosts": "all" | "failed"}: an empty body
+// means all. A body must be JSON, sent as such.
+func (s *server) relaunchHosts(w http.ResponseWriter, r *http.Request) (failedOnly bool, err error) {
+	body, err := s.readBody(w, r)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return false, err
+	}
+	if ct := r.Header.Get("Content-Type"); ct == "" {
+		return false, apiErrorf(errUnsupported, "Content-Type is missing: send the relaunch body as application/json")
+	} else if mt, _, _ := mime.ParseMediaType(ct); !jsonTypes[mt] {
+		return false, apiErrorf(errUnsupported, "Content-Type %s is not supported: send the relaunch body as application/json", ct)
+	}
+	var req struct {
+		Hosts *string `json:"hosts"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return false, invalidf("relaunch body: %v; send {\"hosts\": \"all\"} or {\"hosts\": \"failed\"}", err)
+	}
+	if dec.More() {
+		return false, invalidf("relaunch body: more than one JSON value")
+	}
+	switch {
+	case req.Hosts == nil || *req.Hosts == "all":
+		return false, nil
+	case *req.Hosts == "failed":
+		return true, nil
+	}
+	return false, invalidf("hosts: %q is not all or failed", *req.Hosts)
 }
 
 func (s *server) deleteJob(w http.ResponseWriter, r *http.Request) {

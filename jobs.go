@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,9 @@ type jobState struct {
 	PGID       int         `json:"pgid,omitempty"`    // the process group of its run, once started
 	Command    []string    `json:"command,omitempty"` // what its run executed: the program's path, then its arguments
 	Summary    *jobSummary `json:"summary,omitempty"` // from the callback plugin's events; nil until the first
+	// Artifacts is what the playbook published with set_stats, secrets masked; nil if nothing.
+	// It is replaced whole, never changed in place, so a copy of the state may share it.
+	Artifacts map[string]any `json:"artifacts,omitempty"`
 }
 
 // Job is one submitted playbook run. Its id, spec, creation time and seq never change; its
@@ -137,6 +141,9 @@ type Job struct {
 	version   uint64            // of its record; each change is a new version
 	cancelRun func(*stopReason) // set when the job starts: ends its run for that reason
 	ending    bool              // end has begun: its streams are closing, its status follows
+	// secretsMasked says the spec was loaded from an ended job's record, which keeps secret
+	// values masked: the job cannot be relaunched, since what it ran with is gone.
+	secretsMasked bool
 }
 
 // stream is the job's log of that kind.
@@ -269,6 +276,9 @@ func (j *Job) noteTaskEvent(ev *pluginEvent) {
 		j.st.Summary = &jobSummary{Hosts: map[string]hostCounts{}, FailedTasks: []failedTask{}}
 	}
 	j.st.Summary.add(ev)
+	if ev.Event == "playbook_on_stats" && ev.Artifacts != nil {
+		j.st.Artifacts = ev.Artifacts
+	}
 }
 
 // cancel ends the job's run for reason if it is running. It returns the job's status, so the
@@ -305,6 +315,55 @@ func (j *Job) end(status Status, at time.Time, exitCode *int, message string) ch
 	j.logs.markComplete(done)
 	j.events.markComplete(done)
 	return j.statusChangedLocked(nil)
+}
+
+// relaunchSpec is the spec of a new job that runs this one again: the same spec, variables
+// included, on all its hosts or, with failedOnly, only on those that failed or were
+// unreachable. The new limit names those hosts alone: they ran, so they are inside the
+// original's own limit already.
+func (j *Job) relaunchSpec(failedOnly bool) (*JobSpec, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case !j.st.Status.Final():
+		return nil, apiErrorf(errConflict, "job %s is %s: it can be relaunched once it has ended", j.ID, j.st.Status)
+	case j.secretsMasked:
+		return nil, apiErrorf(errConflict, "job %s cannot be relaunched: charond keeps an ended job's secret variables only until it restarts, "+
+			"and it has restarted since; submit the job again", j.ID)
+	}
+	spec := *j.Spec // the spec never changes, so the copy may share its maps and lists
+	spec.RelaunchOf = j.ID
+	if failedOnly {
+		hosts, err := j.failedHostsLocked()
+		if err != nil {
+			return nil, err
+		}
+		spec.Limit = strings.Join(hosts, ",")
+	}
+	return &spec, nil
+}
+
+// failedHostsLocked lists, sorted, the hosts that failed or were unreachable in the job's
+// recap; j.mu is held. Each must be a host name that a limit names as itself alone.
+func (j *Job) failedHostsLocked() ([]string, error) {
+	if j.st.Summary == nil || len(j.st.Summary.Hosts) == 0 {
+		return nil, apiErrorf(errConflict, "job %s has no host recap (its run ended before Ansible summed up its hosts), "+
+			"so charond cannot tell which hosts failed: relaunch it on all hosts", j.ID)
+	}
+	var hosts []string
+	for host, c := range j.st.Summary.Hosts {
+		if c.Failed > 0 || c.Unreachable > 0 {
+			if err := checkHost("summary.hosts", host); err != nil {
+				return nil, apiErrorf(errConflict, "job %s cannot be relaunched on its failed hosts: %v", j.ID, err)
+			}
+			hosts = append(hosts, host)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, apiErrorf(errConflict, "no host failed or was unreachable in job %s (%s): there is nothing to relaunch with hosts \"failed\"", j.ID, j.st.Status)
+	}
+	sort.Strings(hosts)
+	return hosts, nil
 }
 
 // deletion is the record that deletes the job from the journal.
@@ -345,6 +404,7 @@ type jobView struct {
 	Forks         int            `json:"forks"` // 0: Ansible's default
 	StartAtTask   string         `json:"start_at_task"`
 	Command       []string       `json:"command"` // null until the run has started
+	Artifacts     map[string]any `json:"artifacts"`
 	Concurrency   string         `json:"concurrency"`
 	WaitingFor    *string        `json:"waiting_for"` // the running job that holds its concurrency key
 	RelaunchOf    *string        `json:"relaunch_of"`
@@ -379,6 +439,7 @@ func (j *Job) view(st jobStatus, full bool) jobView {
 		Forks:         j.Spec.Forks,
 		StartAtTask:   j.Spec.StartAtTask,
 		Command:       st.Command,
+		Artifacts:     st.Artifacts,
 		Concurrency:   j.Spec.Concurrency,
 		WaitingFor:    stringOrNull(st.WaitingFor),
 		RelaunchOf:    stringOrNull(j.Spec.RelaunchOf),

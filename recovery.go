@@ -57,6 +57,7 @@ func (s *scheduler) reopen(rec jobRecord) (*Job, error) {
 		return nil, err
 	}
 	if rec.Status.Final() {
+		job.secretsMasked = hasSecrets(rec.Variables) || hasSecrets(rec.InventoryGroups)
 		end := streamEnd{Status: rec.Status, ExitCode: rec.ExitCode}
 		job.logs.markEnded(end)
 		job.events.markEnded(end)

@@ -139,6 +139,23 @@ func (s *scheduler) submit(spec *JobSpec) (*Job, jobStatus, error) {
 	return job, s.stateLocked(job), nil
 }
 
+// relaunch submits a new job that runs the ended job id again (see Job.relaunchSpec),
+// held to the rules a submission meets today.
+func (s *scheduler) relaunch(id string, failedOnly bool, lim specLimits) (*Job, jobStatus, error) {
+	orig, err := s.get(id)
+	if err != nil {
+		return nil, jobStatus{}, err
+	}
+	spec, err := orig.relaunchSpec(failedOnly)
+	if err != nil {
+		return nil, jobStatus{}, err
+	}
+	if err := admitRelaunch(spec, lim); err != nil {
+		return nil, jobStatus{}, err
+	}
+	return s.submit(spec)
+}
+
 // newJob builds a job and opens its logs (files are created by their first write).
 func (s *scheduler) newJob(spec *JobSpec) (*Job, error) {
 	job := &Job{ID: newJobID(), Spec: spec, CreatedAt: s.now().UTC(), seq: s.lastSeq.Add(1)}

@@ -286,6 +286,22 @@ func (s *JobSpec) setPlaybook(node *yaml.Node, lim specLimits) error {
 	return err
 }
 
+// admitRelaunch holds the spec of a relaunch to the rules of the day that a submission meets
+// as it is parsed, since charond's settings may have changed since the original came in: with
+// -playbooks-only now, an embedded playbook or an ansible_* variable is refused. What the
+// runner checks again when any job starts (paths, host names) it leaves to the runner.
+func admitRelaunch(spec *JobSpec, lim specLimits) error {
+	if spec.Embedded() && lim.PlaybooksOnly {
+		return apiErrorf(errForbidden, "job %s has an embedded playbook, and charond now runs with -playbooks-only: it cannot be relaunched", spec.RelaunchOf)
+	}
+	for name := range spec.Variables {
+		if err := checkVariableName("variables", name, lim); err != nil {
+			return fmt.Errorf("job %s cannot be relaunched: %w", spec.RelaunchOf, err)
+		}
+	}
+	return nil
+}
+
 // checkEmbeddedPlaybook makes sure the text parses as a YAML list of plays, so a broken
 // playbook is refused at submission rather than failing later in the queue.
 func checkEmbeddedPlaybook(text string) error {
