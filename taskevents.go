@@ -37,6 +37,10 @@ type eventFields struct {
 	NoLog        bool                  `json:"no_log,omitempty"`
 	Handler      bool                  `json:"handler,omitempty"`
 	Hosts        map[string]hostCounts `json:"hosts,omitempty"`
+	// Artifacts is what the playbook published with set_stats, with the recap; ArtifactsDropped
+	// is its size in bytes when it was too large to send.
+	Artifacts        map[string]any `json:"artifacts,omitempty"`
+	ArtifactsDropped int            `json:"artifacts_dropped,omitempty"`
 }
 
 // pluginEvent is one line the plugin writes.
@@ -106,6 +110,9 @@ func (f *eventFields) redact(r *redactor) {
 	// Host names are not masked: they are the job's own inventory, shown with the job.
 	for _, s := range []*string{&f.Playbook, &f.Play, &f.Task, &f.Action, &f.Msg, &f.Item} {
 		*s = r.apply(*s)
+	}
+	if f.Artifacts != nil {
+		f.Artifacts = r.applyDeep(maskVariables(f.Artifacts)).(map[string]any)
 	}
 }
 
@@ -304,6 +311,27 @@ func newRedactor(vars map[string]any, public ...string) *redactor {
 		pairs = append(pairs, s, masked)
 	}
 	return &redactor{replacer: strings.NewReplacer(pairs...)}
+}
+
+// applyDeep masks secret values in every string inside v, a decoded JSON value, in keys too.
+func (r *redactor) applyDeep(v any) any {
+	switch v := v.(type) {
+	case string:
+		return r.apply(v)
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, item := range v {
+			out[r.apply(k)] = r.applyDeep(item)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, item := range v {
+			out[i] = r.applyDeep(item)
+		}
+		return out
+	}
+	return v
 }
 
 func (r *redactor) apply(s string) string {

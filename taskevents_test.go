@@ -248,7 +248,7 @@ func TestPluginEventHandling(t *testing.T) {
 		`{"event": "runner_item_on_ok", "task": "t", "host": "h1", "item": "x", "changed": true}`,
 		`{"event": "something_unknown"}`,
 		`not json`,
-		`{"event": "playbook_on_stats", "hosts": {"h1": {"ok": 1, "failed": 1}}}`,
+		`{"event": "playbook_on_stats", "hosts": {"h1": {"ok": 1, "failed": 1}}, "artifacts": {"release": "1.2", "api_token": "t0k3n-value", "notes": ["built with pa55w0rd"], "nested": {"db_password": "x"}}}`,
 	} {
 		re.pluginLine([]byte(line))
 	}
@@ -277,6 +277,14 @@ func TestPluginEventHandling(t *testing.T) {
 	sum, _ := json.Marshal(job.state().Summary)
 	if want := `{"hosts":{"h1":{"ok":1,"changed":0,"unreachable":0,"failed":1,"skipped":0,"rescued":0,"ignored":0}},"failed_tasks":[{"host":"h1","play":"p","task":"t","message":"bad ********"}]}`; string(sum) != want {
 		t.Errorf("summary = %s", sum)
+	}
+	// set_stats data is kept as artifacts, masked by key at any depth and by value in text.
+	arts, _ := json.Marshal(job.state().Artifacts)
+	if want := `{"api_token":"********","nested":{"db_password":"********"},"notes":["built with ********"],"release":"1.2"}`; string(arts) != want {
+		t.Errorf("artifacts = %s, want %s", arts, want)
+	}
+	if last := res.recs[len(res.recs)-1]; strings.Contains(string(last.data), "t0k3n") || !strings.Contains(string(last.data), `"release":"1.2"`) {
+		t.Errorf("recap event = %s, want its artifacts masked", last.data)
 	}
 }
 

@@ -30,6 +30,10 @@ from ansible.plugins.callback import CallbackBase
 # Longest message or item label sent; a module's msg can be large, and the log has it all.
 MAX_TEXT = 4096
 
+# Largest set_stats data sent, as JSON: charond keeps it with the job, and a line longer than
+# charond's -max-line would be cut and lost with the recap it rides in.
+MAX_ARTIFACTS = 32768
+
 
 def _text(value):
     if value is None:
@@ -158,4 +162,14 @@ class CallbackModule(CallbackBase):
                 rescued=s["rescued"],
                 ignored=s["ignored"],
             )
-        self._emit("playbook_on_stats", hosts=hosts)
+        fields = dict(hosts=hosts)
+        # What set_stats published for the whole run (per_host: false, or aggregated), which
+        # AWX calls the job's artifacts.
+        run = (getattr(stats, "custom", None) or {}).get("_run")
+        if run:
+            size = len(json.dumps(run, default=str))
+            if size <= MAX_ARTIFACTS:
+                fields["artifacts"] = run
+            else:
+                fields["artifacts_dropped"] = size
+        self._emit("playbook_on_stats", **fields)
