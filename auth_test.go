@@ -41,6 +41,7 @@ func TestTokenGuardsEveryAPIRoute(t *testing.T) {
 		{"GET", "/api/v1/jobs/" + id}, {"DELETE", "/api/v1/jobs/" + id}, {"GET", "/api/v1/jobs/" + id + "/logs"},
 		{"GET", "/api/v1/jobs/" + id + "/events"}, {"POST", "/api/v1/jobs/" + id + "/cancel"},
 		{"GET", "/api/v1/jobs/" + id + "/logs/stream"}, {"GET", "/api/v1/jobs/" + id + "/events/stream"},
+		{"POST", "/api/v1/jobs/" + id + "/relaunch"}, {"GET", "/api/v1/events/stream"},
 		{"GET", "/api/v1/nope"},
 	}
 	for _, rt := range routes {

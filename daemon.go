@@ -52,6 +52,16 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	hooksCfg, err := webhookSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// The webhooks report deliveries to the scheduler, which is made once the store is open.
+	var sched *scheduler
+	hooks, err := newWebhooks(hooksCfg, logger, func(jobID string) { sched.webhookDone(jobID) })
+	if err != nil {
+		return nil, err
+	}
 	playbookDir, err := realDir(cfg.PlaybookDir)
 	if err != nil {
 		return nil, fmt.Errorf("-playbook-dir: %w", err)
@@ -90,8 +100,11 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		contain:   newContainment(dataDir, logger),
 		noteFault: st.noteFault,
 	}
-	sched := newScheduler(r, st, logger)
+	sched = newScheduler(r, st, logger)
 	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
+	if len(hooksCfg.URLs) > 0 {
+		sched.hooks = hooks
+	}
 	st.feed.keep = feedKeepPerJob * cfg.MaxJobs
 	if err := sched.restore(records); err != nil {
 		return nil, fmt.Errorf("load jobs from %s: %w", dataDir, err)
@@ -200,6 +213,7 @@ func (d *daemon) start() error {
 	d.log.Info("charond listening", "addr", d.addr, "tls", d.tls != nil, "auth", d.srv.token != "", "workers", d.cfg.Workers,
 		"playbook_dir", d.srv.limits.PlaybookDir, "data_dir", d.cfg.DataDir, "ansible_playbook", d.srv.ansibleVersion)
 
+	d.sched.startWebhooks(d.publicURL())
 	d.sched.start(d.cfg.Workers)
 	d.stopBackground = d.startBackground()
 	d.served = make(chan struct{})
@@ -209,6 +223,17 @@ func (d *daemon) start() error {
 		d.serveErr = d.serve(ln)
 	}()
 	return nil
+}
+
+// publicURL is -public-url, or else the address charond listens on.
+func (d *daemon) publicURL() string {
+	if d.cfg.PublicURL != "" {
+		return d.cfg.PublicURL
+	}
+	if d.tls != nil {
+		return "https://" + d.addr
+	}
+	return "http://" + d.addr
 }
 
 // newHTTPServer is the server that answers on the listener.

@@ -291,6 +291,9 @@ func TestHostileSubmissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
+		if info, err := e.Info(); e.Name() == "feed.0.events" && err == nil && info.Size() == 0 {
+			continue // the all-jobs feed, open from the start, and empty: nothing was announced
+		}
 		t.Errorf("refused submissions left a file behind: logs/%s", e.Name())
 	}
 	if code, body := getJSON(t, td.URL+"/healthz"); code != http.StatusOK || body["status"] != "ok" {
@@ -401,6 +404,8 @@ func TestBadRoutesAndMethods(t *testing.T) {
 		{"PATCH", job + "/cancel", "", 405, "PATCH"},
 		{"DELETE", job + "/cancel", "", 405, "DELETE"},
 		{"POST", job + "/events/stream", "", 405, "POST"},
+		{"GET", job + "/relaunch", "", 405, "GET"},
+		{"POST", "/api/v1/events/stream", "", 405, "POST"},
 		{"DELETE", "/healthz", "", 405, "DELETE"},
 		{"OPTIONS", "/api/v1/jobs", "", 405, "OPTIONS"},
 		{"TRACE", job, "", 405, "TRACE"},
@@ -422,6 +427,8 @@ func TestBadRoutesAndMethods(t *testing.T) {
 		{"GET", job + "/logs?format=" + long, "", 400, "format:"},
 		{"GET", job + "/logs/stream?since=" + digits, "", 400, "since:"},
 		{"GET", job + "/events/stream?since=-1", "", 400, "since:"},
+		{"GET", "/api/v1/events/stream?since=x", "", 400, "since:"},
+		{"GET", "/api/v1/events/stream", digits, 400, "Last-Event-ID:"},
 		{"GET", job + "/logs/stream", "-5", 400, "Last-Event-ID:"},
 		{"GET", job + "/logs/stream", digits, 400, "Last-Event-ID:"},
 		{"GET", "/api/v1/jobs/nope?" + strings.Repeat("a=1&", 8<<10), "", 404, "job not found: nope"},

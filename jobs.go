@@ -122,6 +122,8 @@ type jobState struct {
 	// Artifacts is what the playbook published with set_stats, secrets masked; nil if nothing.
 	// It is replaced whole, never changed in place, so a copy of the state may share it.
 	Artifacts map[string]any `json:"artifacts,omitempty"`
+	// WebhookPending says the job has ended and its webhooks are still to be delivered.
+	WebhookPending bool `json:"webhook_pending,omitempty"`
 }
 
 // Job is one submitted playbook run. Its id, spec, creation time and seq never change; its
@@ -144,6 +146,7 @@ type Job struct {
 	// secretsMasked says the spec was loaded from an ended job's record, which keeps secret
 	// values masked: the job cannot be relaunched, since what it ran with is gone.
 	secretsMasked bool
+	deleted       bool // its deletion is the last version of its record: no change may follow
 }
 
 // stream is the job's log of that kind.
@@ -307,10 +310,12 @@ func (j *Job) beginEnding() bool {
 
 // end makes the job final and its streams complete in one step, so that whoever sees one sees
 // the other. Its final event and the flush of its logs come before (see scheduler.finish).
-func (j *Job) end(status Status, at time.Time, exitCode *int, message string) change {
+// notify marks its webhooks due, in the same record.
+func (j *Job) end(status Status, at time.Time, exitCode *int, message string, notify bool) change {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.st.Status, j.st.FinishedAt, j.st.ExitCode, j.st.Message = status, at, exitCode, message
+	j.st.WebhookPending = notify
 	done := streamEnd{Status: status, ExitCode: exitCode}
 	j.logs.markComplete(done)
 	j.events.markComplete(done)
@@ -366,10 +371,23 @@ func (j *Job) failedHostsLocked() ([]string, error) {
 	return hosts, nil
 }
 
+// delivered clears the job's due webhooks. It reports false, and changes nothing, if none
+// were due or the job has been deleted.
+func (j *Job) delivered() (change, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.deleted || !j.st.WebhookPending {
+		return change{}, false
+	}
+	j.st.WebhookPending = false
+	return j.changedLocked(nil), true
+}
+
 // deletion is the record that deletes the job from the journal.
 func (j *Job) deletion() change {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.deleted = true
 	c := j.changedLocked(nil)
 	c.record.Deleted = true
 	return c

@@ -57,6 +57,10 @@ type config struct {
 	PlaybooksOnly   bool
 	AllowVars       string
 	AllowJinjaVars  bool
+	Webhooks        stringList
+	WebhookSecret   string
+	WebhookSecretFl string
+	PublicURL       string
 	ShowVersion     bool
 }
 
@@ -153,6 +157,16 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 			"playbooks and inventories in -playbook-dir can use vaulted files and variables. Env CHARON_VAULT_PASSWORD_FILE.")
 	fs.Var(&c.VaultIDs, "vault-id",
 		"A vault id every job runs with, label@FILE (ansible-playbook --vault-id); repeat for several.")
+	fs.Var(&c.Webhooks, "webhook",
+		"A URL that charond POSTs a signed JSON document to whenever a job ends; repeat for several. Needs -webhook-secret or -webhook-secret-file.")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", env("CHARON_WEBHOOK_SECRET", ""),
+		"Key of the HMAC-SHA256 signature of each webhook delivery (X-Charon-Signature-256), at least 16 bytes. "+
+			"Env CHARON_WEBHOOK_SECRET. Prefer the environment or -webhook-secret-file: a flag shows in the process list.")
+	fs.StringVar(&c.WebhookSecretFl, "webhook-secret-file", env("CHARON_WEBHOOK_SECRET_FILE", ""),
+		"File holding the webhook secret, instead of -webhook-secret. Env CHARON_WEBHOOK_SECRET_FILE.")
+	fs.StringVar(&c.PublicURL, "public-url", env("CHARON_PUBLIC_URL", ""),
+		"charond's address as others reach it, such as https://charon.example.com behind a proxy: webhook documents link "+
+			"to jobs under it. Empty: the address charond listens on. Env CHARON_PUBLIC_URL.")
 	fs.BoolVar(&c.ShowVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -224,8 +238,10 @@ func (c *config) validate() error {
 		return errors.New("-allow-vars only means something with -playbooks-only: without it every variable is allowed")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("-tls-cert and -tls-key go together: give both or neither")
+	case c.WebhookSecret != "" && c.WebhookSecretFl != "":
+		return errors.New("-webhook-secret (or CHARON_WEBHOOK_SECRET) and -webhook-secret-file are both set: use one")
 	}
-	return nil
+	return checkPublicURL(c.PublicURL)
 }
 
 func main() {

@@ -27,6 +27,8 @@ type scheduler struct {
 
 	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
 
+	hooks *webhooks // where ended jobs are announced; nil: no -webhook
+
 	// mu guards the fields below.
 	//
 	// The lock order of all of charond, written here once: journal.compactMu, scheduler.mu,
@@ -45,6 +47,10 @@ type scheduler struct {
 	started  int  // workers launched
 	closed   bool // no more submissions
 	stopping bool // no more starts: workers return
+	// hooksLive is set once the webhooks send (startWebhooks), with publicURL, charond's
+	// address as their receivers reach it, for links to jobs.
+	hooksLive bool
+	publicURL string
 
 	workers sync.WaitGroup
 }
@@ -328,10 +334,11 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 			s.log.Error("flush job log", "job", job.ID, "err", err)
 		}
 	}
-	ended := job.end(status, at, exitCode, message)
+	ended := job.end(status, at, exitCode, message, s.hooks != nil)
 	if err := s.store.commit(job, ended); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
 	}
+	s.notifyEnded(ended.record)
 	if hasSecrets(job.Spec.Variables) || hasSecrets(job.Spec.InventoryGroups) {
 		// The journal still holds the records written while the job was queued and running,
 		// secrets in clear; rewriting it leaves only the ended record, which masks them.
@@ -510,6 +517,9 @@ func (s *scheduler) shutdown(ctx context.Context, drain time.Duration) error {
 // close releases the store's files once the workers are gone.
 func (s *scheduler) close() {
 	s.runner.contain.close() // kills what outlived the shutdown timeout; removes charond's cgroup
+	if s.hooks != nil {
+		s.hooks.close() // before the store: a delivery that ends now still records it
+	}
 	s.mu.Lock()
 	jobs := append([]*Job(nil), s.order...)
 	s.mu.Unlock()
