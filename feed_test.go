@@ -105,6 +105,13 @@ func TestFeedAcrossRestart(t *testing.T) {
 		t.Errorf("an event beyond the last change: %+v", ev)
 	case <-time.After(100 * time.Millisecond):
 	}
+	// Where to follow from without replaying: the id of the last change, in the info and
+	// beside a list of jobs.
+	for _, path := range []string{"/api/v1/info", "/api/v1/jobs"} {
+		if _, got := getJSON(t, td.URL+path); got["last_event_id"] != float64(12) {
+			t.Errorf("%s: last_event_id %v, want 12", path, got["last_event_id"])
+		}
+	}
 }
 
 // TestFeedIsLive sees a change on the all-jobs stream while the job runs, and the stream end

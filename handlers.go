@@ -169,6 +169,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 func (s *server) info(w http.ResponseWriter, r *http.Request) {
 	queued, running := s.sched.counts()
 	s.writeJSON(w, r, http.StatusOK, map[string]any{
+		"last_event_id":            s.sched.store.feed.log.length(),
 		"version":                  version,
 		"ansible_playbook_version": s.ansibleVersion,
 		"workers":                  s.workers,
@@ -265,12 +266,15 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	// Read before the jobs: a client that lists, then follows the all-jobs stream from this
+	// id, misses no change (one made meanwhile may reach it twice, from both).
+	lastEvent := s.sched.store.feed.log.length()
 	jobs := s.sched.list(status, limit)
 	views := make([]jobView, len(jobs))
 	for i, job := range jobs {
 		views[i] = s.sched.view(job, false)
 	}
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"jobs": views})
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"jobs": views, "last_event_id": lastEvent})
 }
 
 func validStatus(st Status) bool {

@@ -47,13 +47,10 @@ func pythonWithRequests(t *testing.T) string {
 // every data line, so the connected and completed events must carry `line` too.
 func TestReadmePythonExample(t *testing.T) {
 	py := pythonWithRequests(t)
-	blocks := readmeBlocks(t, "python")
-	if len(blocks) != 1 || !strings.Contains(blocks[0], "def stream_job_logs(job_id):") {
-		t.Fatalf("README should hold its Python example; found %d python blocks", len(blocks))
-	}
+	example := readmePython(t, "def stream_job_logs(job_id):")
 	td := startTestDaemon(t)
 	id := td.submitFake(t, "py", 5, map[string]any{"fake": "lines", "count": 3})
-	script := strings.ReplaceAll(blocks[0], "http://localhost:8080", td.URL) + "\nstream_job_logs(" + quotePy(id) + ")\n"
+	script := strings.ReplaceAll(example, "http://localhost:8080", td.URL) + "\nstream_job_logs(" + quotePy(id) + ")\n"
 	out, err := exec.Command(py, "-c", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python example failed: %v\n%s", err, out)
@@ -62,6 +59,21 @@ func TestReadmePythonExample(t *testing.T) {
 	if string(out) != want {
 		t.Errorf("python example printed:\n%s\nwant:\n%s", out, want)
 	}
+}
+
+// readmePython is the README's one Python block that holds marker.
+func readmePython(t *testing.T, marker string) string {
+	t.Helper()
+	var found []string
+	for _, b := range readmeBlocks(t, "python") {
+		if strings.Contains(b, marker) {
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("README should hold one Python block with %q; found %d", marker, len(found))
+	}
+	return found[0]
 }
 
 func quotePy(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
@@ -109,4 +121,64 @@ func TestReadmeCurlExamples(t *testing.T) {
 			t.Errorf("stream output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestReadmeWebhookVerifier runs a webhook receiver built on the README's verification code,
+// unchanged, as a Python HTTP server: every delivery charond sends passes it, and a delivery
+// whose body was altered on the way does not.
+func TestReadmeWebhookVerifier(t *testing.T) {
+	py := pythonWithRequests(t)
+	receiver := readmePython(t, "def verified(") + `
+import http.server, sys
+SECRET = sys.argv[1].encode()
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ok = verified(SECRET, body, self.headers.get("X-Charon-Signature-256", ""))
+        print("verified" if ok else "refused", self.headers.get("X-Charon-Delivery"), flush=True)
+        self.send_response(204 if ok else 401)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+print("port", server.server_address[1], flush=True)
+server.serve_forever()
+`
+	cmd := exec.Command(py, "-c", receiver, hookSecret)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var port string
+	waitFor(t, "the Python receiver to listen", func() (bool, string) {
+		_, after, ok := strings.Cut(out.String(), "port ")
+		port, _, _ = strings.Cut(after, "\n")
+		return ok && strings.Contains(after, "\n"), out.String()
+	})
+	url := "http://127.0.0.1:" + port + "/hook"
+
+	td := startHookedDaemon(t, t.TempDir(), url)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, td.submitFake(t, "hooked", 5, map[string]any{"fake": "lines", "count": 1}))
+	}
+	for _, id := range ids {
+		waitDelivered(t, td, id)
+		if !strings.Contains(out.String(), "verified "+id+"\n") {
+			t.Errorf("the README's receiver did not verify the delivery of %s:\n%s", id, out.String())
+		}
+	}
+	// A delivery altered on the way, its signature that of the original body, is refused.
+	body := webhookBody(mustJob(t, td, ids[0]).record(), "http://x")
+	sig := signature([]byte(hookSecret), body)
+	tampered := strings.Replace(string(body), `"status":"completed"`, `"status":"failed"`, 1)
+	resp := roundTrip(t, "POST", url, map[string]string{"X-Charon-Signature-256": sig, "X-Charon-Delivery": "forged", "Content-Type": "application/json"}, tampered)
+	if resp.StatusCode != 401 || tampered == string(body) {
+		t.Errorf("a tampered delivery: %d, want the README's receiver to refuse it", resp.StatusCode)
+	}
+	waitFor(t, "the receiver to refuse the forgery", func() (bool, string) {
+		return strings.Contains(out.String(), "refused forged\n"), out.String()
+	})
 }
