@@ -31,7 +31,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-const usage = `Usage: streaming_demo <command> [argument]
+const usage = `Usage: streaming_demo <command> [arguments]
 
 Commands:
   submit [OPTIONS] FILE
@@ -43,6 +43,20 @@ Commands:
   events ID     Stream the events of job ID: its status changes, each play and task as it
                 starts, each host's result as it lands (✅ ok, 🔄 changed, ❌ failed,
                 ⏭ skipped, 🔌 unreachable; loop items under their task), and the recap.
+  list [--status S]
+                List the jobs, newest first: ID, status, priority, name, and the place in
+                the queue or how long the job ran. --status shows only the jobs in status S:
+                queued, running, completed, failed, timed_out or cancelled.
+  status ID     Show job ID: its status, times, place in the queue, launch options, command,
+                each host's counts, the tasks that failed, and its artifacts.
+  cancel ID     Cancel job ID: a queued job leaves the queue, a running one is stopped.
+  relaunch ID [--failed]
+                Run job ID again as a new job, then stream the new job's logs to the end.
+                With --failed, only on the hosts that failed in job ID.
+  watch [--since N]
+                Show every job's status changes as they happen, until interrupted. With
+                --since, first those after the change numbered N (the stream's event ID;
+                watch says where it stopped; --since 0 replays every change charond keeps).
   demo          Submit a built-in long-running job and stream it, with a running commentary.
   help          Show this help (also -h).
 
@@ -51,8 +65,9 @@ Environment:
   CHARON_TOKEN  When set, sent to charond as a bearer token.
   NO_COLOR      When set, no colour even on a terminal.
 
-Exit status: 0 the job completed; 1 it failed, timed out or was cancelled; 2 usage error,
-job refused or not found, or charond unreachable; 130 interrupted (the job keeps running).
+Exit status: 0 the job completed (status: also while it is queued or running; list, cancel:
+charond did as asked); 1 it failed, timed out or was cancelled; 2 usage error, job refused or
+not found, or charond unreachable; 130 interrupted (the job keeps running).
 `
 
 // Exit statuses; see usage.
@@ -90,48 +105,148 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
-	cmd, rest := args[1], args[2:]
-	var opts []launchOption
-	switch cmd {
+	name, rest := args[1], args[2:]
+	switch name {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitCompleted
-	case "submit":
-		var err error
-		if opts, rest, err = parseLaunchFlags(rest); err != nil || len(rest) != 1 || rest[0] == "" {
-			if err != nil {
-				fmt.Fprintf(stderr, "streaming_demo submit: %v\n\n", err)
-			}
-			fmt.Fprintf(stderr, "streaming_demo submit takes options, then one job file\n\n%s", usage)
-			return exitUsage
+	}
+	cmd, err := parseCommand(name, rest)
+	if err != nil {
+		// The arguments quoted in err are the user's own, but escaped all the same: a pasted
+		// command line can hold anything.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(stderr, escapeTerm(line))
 		}
-	case "stream", "events":
-		if len(rest) != 1 || rest[0] == "" {
-			fmt.Fprintf(stderr, "streaming_demo %s takes one argument\n\n%s", cmd, usage)
-			return exitUsage
-		}
-	case "demo":
-		if len(rest) != 0 {
-			fmt.Fprintf(stderr, "streaming_demo demo takes no argument\n\n%s", usage)
-			return exitUsage
-		}
-	default:
-		fmt.Fprintf(stderr, "streaming_demo: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "\n%s", usage)
 		return exitUsage
 	}
-
 	c := newClient(getenv("CHARON_URL"), getenv("CHARON_TOKEN"), args[0],
 		&printer{out: stdout, err: stderr, color: useColor(stdout, getenv)})
-	switch cmd {
-	case "submit":
-		return c.submit(ctx, rest[0], opts)
-	case "stream":
-		return c.follow(ctx, "stream", "logs", rest[0])
-	case "events":
-		return c.follow(ctx, "events", "events", rest[0])
-	default:
-		return c.demo(ctx)
+	return cmd(ctx, c)
+}
+
+// command is a command line whose arguments have been checked: what is left is to carry it
+// out with a client, and return the exit status.
+type command func(ctx context.Context, c *client) int
+
+// jobStatuses are the statuses charond gives a job, for checking list --status before asking.
+var jobStatuses = []string{"queued", "running", "completed", "failed", "timed_out", "cancelled"}
+
+// parseCommand checks the arguments of the command name and returns the command. Its error is
+// what to tell the user above the usage.
+func parseCommand(name string, args []string) (command, error) {
+	oneID := func() (string, error) {
+		if len(args) != 1 || args[0] == "" {
+			return "", fmt.Errorf("streaming_demo %s takes one job ID", name)
+		}
+		return args[0], nil
 	}
+	switch name {
+	case "submit":
+		opts, rest, err := parseLaunchFlags(args)
+		if err != nil || len(rest) != 1 || rest[0] == "" {
+			msg := "streaming_demo submit takes options, then one job file"
+			if err != nil {
+				msg = fmt.Sprintf("streaming_demo submit: %v\n\n%s", err, msg)
+			}
+			return nil, errors.New(msg)
+		}
+		return func(ctx context.Context, c *client) int { return c.submit(ctx, rest[0], opts) }, nil
+	case "stream", "events":
+		if len(args) != 1 || args[0] == "" {
+			return nil, fmt.Errorf("streaming_demo %s takes one argument", name)
+		}
+		what := map[string]string{"stream": "logs", "events": "events"}[name]
+		return func(ctx context.Context, c *client) int { return c.follow(ctx, name, what, args[0]) }, nil
+	case "list":
+		flags, rest, err := parseFlags(args, map[string]bool{"--status": true})
+		switch status, set := flags["--status"]; {
+		case err != nil:
+			return nil, fmt.Errorf("streaming_demo list: %v\n\nstreaming_demo list takes no argument but --status S", err)
+		case len(rest) != 0:
+			return nil, errors.New("streaming_demo list takes no argument but --status S")
+		case set && !slices.Contains(jobStatuses, status):
+			return nil, fmt.Errorf("streaming_demo list: --status %q is not a job status; use one of %s",
+				status, strings.Join(jobStatuses, ", "))
+		default:
+			return func(ctx context.Context, c *client) int { return c.list(ctx, status) }, nil
+		}
+	case "status", "cancel":
+		id, err := oneID()
+		if err != nil {
+			return nil, err
+		}
+		if name == "cancel" {
+			return func(ctx context.Context, c *client) int { return c.cancel(ctx, id) }, nil
+		}
+		return func(ctx context.Context, c *client) int { return c.status(ctx, id) }, nil
+	case "relaunch":
+		flags, rest, err := parseFlags(args, map[string]bool{"--failed": false})
+		if err != nil || len(rest) != 1 || rest[0] == "" {
+			msg := "streaming_demo relaunch takes one job ID, and --failed to run only on the hosts that failed"
+			if err != nil {
+				msg = fmt.Sprintf("streaming_demo relaunch: %v\n\n%s", err, msg)
+			}
+			return nil, errors.New(msg)
+		}
+		_, failed := flags["--failed"]
+		return func(ctx context.Context, c *client) int { return c.relaunch(ctx, rest[0], failed) }, nil
+	case "watch":
+		flags, rest, err := parseFlags(args, map[string]bool{"--since": true})
+		since, set := flags["--since"]
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("streaming_demo watch: %v\n\nstreaming_demo watch takes no argument but --since N", err)
+		case len(rest) != 0:
+			return nil, errors.New("streaming_demo watch takes no argument but --since N")
+		case set:
+			if _, err := strconv.ParseUint(since, 10, 63); err != nil {
+				return nil, fmt.Errorf("streaming_demo watch: --since %q is not an event ID (a whole number, 0 or more)", since)
+			}
+		}
+		return func(ctx context.Context, c *client) int { return c.watchJobs(ctx, since) }, nil
+	case "demo":
+		if len(args) != 0 {
+			return nil, errors.New("streaming_demo demo takes no argument")
+		}
+		return func(ctx context.Context, c *client) int { return c.demo(ctx) }, nil
+	}
+	return nil, fmt.Errorf("streaming_demo: unknown command %q", name)
+}
+
+// parseFlags separates the flags in args from the other arguments, wherever they stand.
+// takesValue names the flags allowed and tells whether each takes a value, as --name VALUE or
+// --name=VALUE; a flag without one is set to "". A flag given twice keeps its last value. "--"
+// ends the flags, so that an argument after it may start with "-".
+func parseFlags(args []string, takesValue map[string]bool) (flags map[string]string, rest []string, err error) {
+	flags = map[string]string{}
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			return flags, append(rest, args[i+1:]...), nil
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			rest = append(rest, arg)
+			continue
+		}
+		name, value, hasValue := strings.Cut(arg, "=")
+		wantsValue, known := takesValue[name]
+		switch {
+		case !known:
+			return nil, nil, fmt.Errorf("unknown option %q", name)
+		case !wantsValue && hasValue:
+			return nil, nil, fmt.Errorf("%s takes no value", name)
+		case wantsValue && !hasValue:
+			if i+1 == len(args) {
+				return nil, nil, fmt.Errorf("%s needs a value", name)
+			}
+			i++
+			value = args[i]
+		}
+		flags[name] = value
+	}
+	return flags, rest, nil
 }
 
 // client talks to one charond and prints what it learns.
@@ -171,24 +286,49 @@ func newClient(base, token, prog string, out *printer) *client {
 	}
 }
 
-// job is the part of charond's job JSON the client uses.
+// job is the part of charond's job JSON the client uses. A null is read as the field's zero
+// value: waiting_for and relaunch_of are "" when they name no job.
 type job struct {
-	ID            string     `json:"id"`
-	Name          string     `json:"name"`
-	Status        string     `json:"status"`
-	ExitCode      *int       `json:"exit_code"`
-	Message       string     `json:"message"`
-	QueuePosition int        `json:"queue_position"`
-	StartedAt     *time.Time `json:"started_at"`
-	FinishedAt    *time.Time `json:"finished_at"`
-	Limit         string     `json:"limit"`
-	Tags          []string   `json:"tags"`
-	SkipTags      []string   `json:"skip_tags"`
-	Check         bool       `json:"check"`
-	Diff          bool       `json:"diff"`
-	Verbosity     int        `json:"verbosity"`
-	Forks         int        `json:"forks"`
-	StartAtTask   string     `json:"start_at_task"`
+	ID            string          `json:"id"`
+	Name          string          `json:"name"`
+	Description   string          `json:"description"`
+	Status        string          `json:"status"`
+	Priority      int             `json:"priority"`
+	ExitCode      *int            `json:"exit_code"`
+	Message       string          `json:"message"`
+	QueuePosition int             `json:"queue_position"` // while queued: 1 runs next
+	CreatedAt     *time.Time      `json:"created_at"`
+	StartedAt     *time.Time      `json:"started_at"`
+	FinishedAt    *time.Time      `json:"finished_at"`
+	Concurrency   string          `json:"concurrency"` // the key it shares with jobs it may not run beside; "" for none
+	WaitingFor    string          `json:"waiting_for"` // the running job that holds its concurrency key
+	RelaunchOf    string          `json:"relaunch_of"` // the job it runs again
+	Command       []string        `json:"command"`     // what its run executes: the program, then its arguments
+	Summary       *jobSummary     `json:"summary"`
+	Artifacts     json.RawMessage `json:"artifacts"` // any JSON; "null" or empty for none
+	Limit         string          `json:"limit"`
+	Tags          []string        `json:"tags"`
+	SkipTags      []string        `json:"skip_tags"`
+	Check         bool            `json:"check"`
+	Diff          bool            `json:"diff"`
+	Verbosity     int             `json:"verbosity"`
+	Forks         int             `json:"forks"`
+	StartAtTask   string          `json:"start_at_task"`
+}
+
+// jobSummary is what charond gathered of a job's playbook: each host's counts, as the recap
+// shows them, and the tasks that failed.
+type jobSummary struct {
+	Hosts       map[string]hostStats `json:"hosts"`
+	FailedTasks []failedTask         `json:"failed_tasks"`
+}
+
+// failedTask is a task that failed on a host (and did not ignore it), or could not reach it.
+type failedTask struct {
+	Host    string `json:"host"`
+	Play    string `json:"play"`
+	Task    string `json:"task"`
+	Message string `json:"message"`
 }
 
 // options are the job's launch options as ansible-playbook spells them, for the operator to
@@ -239,7 +379,13 @@ func (c *client) submit(ctx context.Context, file string, opts []launchOption) i
 		}
 		return code
 	}
-	c.out.submitted("✅ Job submitted!", j)
+	return c.launched(ctx, "✅ Job submitted!", j)
+}
+
+// launched is what submit and relaunch do once charond has taken the job j: they say so, then
+// follow its logs to the end.
+func (c *client) launched(ctx context.Context, title string, j job) int {
+	c.out.submitted(title, j)
 	return c.follow(ctx, "stream", "logs", j.ID)
 }
 
@@ -336,15 +482,153 @@ func exitFor(status string) int {
 	return exitJobFailed
 }
 
+// list is the list command: it asks for the jobs, those in status only when it is not "", and
+// prints them a line each, newest first as charond sends them.
+func (c *client) list(ctx context.Context, status string) int {
+	path := "/api/v1/jobs"
+	if status != "" {
+		path += "?" + url.Values{"status": {status}}.Encode()
+	}
+	var answer struct {
+		Jobs []job `json:"jobs"`
+	}
+	if err := c.call(ctx, http.MethodGet, path, "", nil, &answer); err != nil {
+		return c.report(ctx, "", "", err)
+	}
+	c.out.jobList(answer.Jobs)
+	return exitCompleted
+}
+
+// status is the status command: it prints job id as charond has it now. Its exit status is
+// the job's (see exitFor) once it has ended, and 0 while it is queued or running.
+func (c *client) status(ctx context.Context, id string) int {
+	j, err := c.getJob(ctx, id)
+	if err != nil {
+		return c.report(ctx, "", id, err)
+	}
+	c.out.jobDetails(j)
+	if j.Status == "queued" || j.Status == "running" {
+		return exitCompleted
+	}
+	return exitFor(j.Status)
+}
+
+// cancel is the cancel command: charond takes a queued job out of the queue at once, and stops
+// a running one's playbook, after which the job ends cancelled.
+func (c *client) cancel(ctx context.Context, id string) int {
+	c.out.say("🚫 Cancelling job %s...", id)
+	var j job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", "", nil, &j)
+	if err != nil {
+		return c.report(ctx, "", id, err)
+	}
+	icon, label, color := statusStyle(j.Status)
+	if j.Status == "cancelled" {
+		c.out.say("%s", c.out.paint(color, icon+" Job cancelled"))
+	} else {
+		c.out.say("%s", c.out.paint(ansiGreen, "✅ Cancellation requested"))
+	}
+	c.out.say("   Job ID: %s", j.ID)
+	c.out.say("   Name: %s", j.Name)
+	c.out.say("   Status: %s", c.out.paint(color, icon+" "+label))
+	if j.Message != "" {
+		c.out.say("   Message: %s", j.Message)
+	}
+	if j.Status == "running" {
+		c.out.say("   It ends as cancelled once its playbook has stopped; to see it end:")
+		c.out.say("   %s events %s", c.prog, j.ID)
+	}
+	return exitCompleted
+}
+
+// relaunch is the relaunch command: charond runs job id again as a new job, on the hosts that
+// failed in it if failed is true, else on all of its hosts; then, as submit does, the client
+// follows the new job's logs to the end.
+func (c *client) relaunch(ctx context.Context, id string, failed bool) int {
+	hosts := "all"
+	if failed {
+		hosts = "failed"
+	}
+	body, _ := json.Marshal(map[string]string{"hosts": hosts}) // cannot fail
+	if failed {
+		c.out.say("🔁 Relaunching job %s on the hosts that failed...", id)
+	} else {
+		c.out.say("🔁 Relaunching job %s...", id)
+	}
+	var j job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/relaunch", "application/json", body, &j)
+	if err != nil {
+		var refused *apiError
+		if errors.As(err, &refused) {
+			err = fmt.Errorf("charond refused the relaunch: %w", err)
+		}
+		return c.report(ctx, "", id, err)
+	}
+	return c.launched(ctx, "✅ Job relaunched!", j)
+}
+
+// watchJobs is the watch command: it prints every job's status changes as charond streams them,
+// until interrupted, reconnecting as the stream of one job does. since, when not "", is the ID
+// of the change to start after; without it charond starts with the oldest change it keeps.
+func (c *client) watchJobs(ctx context.Context, since string) int {
+	if since == "" {
+		// From now on: charond says the id of its last change, and the stream follows on
+		// from it, so nothing that happens from here is missed.
+		var info struct {
+			LastEventID *int64 `json:"last_event_id"`
+		}
+		if err := c.call(ctx, "GET", "/api/v1/info", "", nil, &info); err != nil {
+			return c.report(ctx, "", "", err)
+		}
+		if info.LastEventID != nil {
+			since = strconv.FormatInt(*info.LastEventID, 10)
+		}
+	}
+	var seen idFilter
+	if since != "" {
+		seen.max, _ = strconv.ParseInt(since, 10, 64) // parseCommand checked it, or charond said it
+	}
+	c.out.say("👀 Watching the jobs of %s...", c.base)
+	c.out.say("%s", rule)
+	connects := 0
+	err := c.stream(ctx, "/api/v1/events/stream", since, func(ev sseEvent) bool {
+		d := decodeData(ev.Data)
+		switch {
+		case ev.Type == "connected":
+			connects++
+			if connects == 1 {
+				c.out.stamped(d.when(), ansiCyan, "🔗 Connected "+messageJSON(d.Message))
+			} else {
+				c.out.note("🔄 Reconnected to the event stream")
+			}
+		case seen.fresh(ev.ID): // else printed before a reconnection
+			c.out.change(ev.Type, d)
+		}
+		return false // the stream has no end: only an interruption or an error stops it
+	})
+	if ctx.Err() == nil {
+		return c.report(ctx, "", "", err)
+	}
+	c.out.note("")
+	if seen.max > 0 {
+		c.out.note("⏹️  Stopped watching. To go on from here:")
+		c.out.note("   %s watch --since %d", c.prog, seen.max)
+	} else {
+		c.out.note("⏹️  Stopped watching.")
+	}
+	return exitInterrupted
+}
+
 // report prints err in words the user can act on and returns the exit status it calls for.
-// cmd and id, when known, name the command that resumes watching after an interruption.
+// cmd and id, when cmd is not "", name the command that resumes watching after an
+// interruption; id alone is the job the command was about, for a 404.
 func (c *client) report(ctx context.Context, cmd, id string, err error) int {
 	var unreachable *unreachableError
 	var refused *apiError
 	switch {
 	case ctx.Err() != nil:
 		c.out.note("")
-		if id == "" {
+		if cmd == "" {
 			c.out.note("⏹️  Interrupted.")
 		} else {
 			c.out.note("⏹️  Stopped watching job %s; it keeps running. To watch it again:", id)
@@ -388,7 +672,7 @@ func (c *client) watch(ctx context.Context, what, id string) (string, error) {
 	ended := false
 	connects := 0
 	path := "/api/v1/jobs/" + url.PathEscape(id) + "/" + what + "/stream"
-	err := c.stream(ctx, path, func(ev sseEvent) bool {
+	err := c.stream(ctx, path, "", func(ev sseEvent) bool {
 		d := decodeData(ev.Data)
 		switch {
 		case ev.Type == "connected":
@@ -466,9 +750,10 @@ var errStalled = errors.New("no data from charond, not even a ping")
 
 // stream reads the event stream at path, calling handle for each event until handle returns
 // true. When the connection drops it reconnects with Last-Event-ID, backing off between
-// attempts, so handle sees the stream continue where it broke off.
-func (c *client) stream(ctx context.Context, path string, handle func(sseEvent) bool) error {
-	events := &sseReader{} // its last event ID and retry carry over from one connection to the next
+// attempts, so handle sees the stream continue where it broke off. from, when not "", is the
+// Last-Event-ID of the first connection: the stream starts after that event.
+func (c *client) stream(ctx context.Context, path, from string, handle func(sseEvent) bool) error {
+	events := &sseReader{lastID: from} // its last event ID and retry carry over from one connection to the next
 	connected := false
 	failures := 0
 	for {
@@ -597,7 +882,7 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // postJob submits a job file's YAML and returns the queued job.
 func (c *client) postJob(ctx context.Context, body []byte) (job, error) {
 	var j job
-	err := c.call(ctx, http.MethodPost, "/api/v1/jobs", body, &j)
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs", "application/x-yaml", body, &j)
 	if err != nil {
 		var refused *apiError
 		if errors.As(err, &refused) {
@@ -609,13 +894,13 @@ func (c *client) postJob(ctx context.Context, body []byte) (job, error) {
 
 func (c *client) getJob(ctx context.Context, id string) (job, error) {
 	var j job
-	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
+	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), "", nil, &j)
 	return j, err
 }
 
-// call makes a short request to charond (a YAML body if body is not nil) and decodes its JSON
-// answer into out.
-func (c *client) call(ctx context.Context, method, path string, body []byte, out any) error {
+// call makes a short request to charond (with a body of contentType if body is not nil) and
+// decodes its JSON answer into out.
+func (c *client) call(ctx context.Context, method, path, contentType string, body []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	var r io.Reader
@@ -627,7 +912,7 @@ func (c *client) call(ctx context.Context, method, path string, body []byte, out
 		return err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/x-yaml")
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.send(req)
@@ -797,6 +1082,11 @@ type eventData struct {
 	IgnoreErrors bool                 `json:"ignore_errors"`
 	NoLog        bool                 `json:"no_log"`
 	Hosts        map[string]hostStats `json:"hosts"`
+
+	// The fields of the status changes of the stream of every job (see printer.change).
+	JobID   string      `json:"job_id"`
+	Name    string      `json:"name"`
+	Summary *jobSummary `json:"summary"` // once the job has ended
 }
 
 // hostStats is one host's line of the play recap.
@@ -992,11 +1282,7 @@ func controlEscape(c byte) string {
 
 // stamped writes one stream line behind its [HH:MM:SS] time.
 func (p *printer) stamped(t time.Time, color, text string) {
-	loc := p.loc
-	if loc == nil {
-		loc = time.Local
-	}
-	p.say("%s %s", p.paint(ansiDim, t.In(loc).Format("[15:04:05]")), p.paint(color, text))
+	p.say("%s %s", p.paint(ansiDim, t.In(cmp.Or(p.loc, time.Local)).Format("[15:04:05]")), p.paint(color, text))
 }
 
 // stampPad lines a line that continues a stamped one up with the text after the stamp.
@@ -1013,6 +1299,9 @@ func (p *printer) submitted(title string, j job) {
 	p.say("   Job ID: %s", j.ID)
 	p.say("   Name: %s", j.Name)
 	p.say("   Status: %s", j.Status)
+	if j.RelaunchOf != "" {
+		p.say("   Relaunch of: %s", j.RelaunchOf)
+	}
 	if opts := j.options(); len(opts) > 0 {
 		p.say("   Options: %s", strings.Join(opts, " "))
 	}
@@ -1203,11 +1492,21 @@ func formatSeconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
 }
 
-// recap writes the play recap: a heading, then one line per host in name order, coloured as
-// Ansible colours it (red for a failed or unreachable host, yellow for a changed one).
+// recap writes the play recap: a heading, then recapLines.
 func (p *printer) recap(t time.Time, hosts map[string]hostStats) {
 	p.task = taskKey{}
 	p.stamped(t, ansiBold, "📊 PLAY RECAP")
+	for _, l := range recapLines(hosts) {
+		p.continued(l.color, "  ", l.text)
+	}
+}
+
+// recapLine is one host's line of a recap, and its colour.
+type recapLine struct{ color, text string }
+
+// recapLines are the lines of a recap, one per host in name order, coloured as Ansible colours
+// them (red for a failed or unreachable host, yellow for a changed one).
+func recapLines(hosts map[string]hostStats) []recapLine {
 	names := make([]string, 0, len(hosts))
 	width := 0
 	for name := range hosts {
@@ -1215,7 +1514,8 @@ func (p *printer) recap(t time.Time, hosts map[string]hostStats) {
 		width = max(width, len([]rune(name)))
 	}
 	slices.Sort(names)
-	for _, name := range names {
+	lines := make([]recapLine, len(names))
+	for i, name := range names {
 		s := hosts[name]
 		color := ansiGreen
 		switch {
@@ -1224,9 +1524,10 @@ func (p *printer) recap(t time.Time, hosts map[string]hostStats) {
 		case s.Changed > 0:
 			color = ansiYellow
 		}
-		p.continued(color, "  ", fmt.Sprintf("%-*s  ok=%d changed=%d unreachable=%d failed=%d skipped=%d"+
-			" rescued=%d ignored=%d", width, name, s.OK, s.Changed, s.Unreachable, s.Failed, s.Skipped, s.Rescued, s.Ignored))
+		lines[i] = recapLine{color, fmt.Sprintf("%-*s  ok=%d changed=%d unreachable=%d failed=%d skipped=%d"+
+			" rescued=%d ignored=%d", width, name, s.OK, s.Changed, s.Unreachable, s.Failed, s.Skipped, s.Rescued, s.Ignored)}
 	}
+	return lines
 }
 
 // ending writes the completed event that closes a stream, labelled by the job's final status.
@@ -1241,6 +1542,262 @@ func (p *printer) ending(d eventData) {
 		text += fmt.Sprintf(" (exit code %d)", *d.ExitCode)
 	}
 	p.stamped(d.when(), color, text)
+}
+
+// clock is how a job's times are shown: to the second, with the date, as jobs outlive a day.
+func (p *printer) clock(t time.Time) string {
+	return t.In(cmp.Or(p.loc, time.Local)).Format("2006-01-02 15:04:05")
+}
+
+// maxNameWidth is the most of a job's name that list shows, so that a long name does not push
+// the queue and times out of sight; status shows it all.
+const maxNameWidth = 40
+
+// jobList writes the list command's table: a heading, then a line per job with its ID, its
+// status coloured as statusStyle says, its priority, its name, and where it stands (see
+// progress). Columns are as wide as their widest entry once escaped, as fmt pads by runes.
+func (p *printer) jobList(jobs []job) {
+	if len(jobs) == 0 {
+		p.say("No jobs.")
+		return
+	}
+	idW, labelW, nameW := len("ID"), len("STATUS")-3, len("NAME") // an icon and a space lead each status
+	for _, j := range jobs {
+		_, label, _ := statusStyle(j.Status)
+		idW = max(idW, utf8.RuneCountInString(escapeTerm(j.ID)))
+		labelW = max(labelW, utf8.RuneCountInString(escapeTerm(label)))
+		nameW = max(nameW, min(maxNameWidth, utf8.RuneCountInString(escapeTerm(j.Name))))
+	}
+	const priW = len("PRIORITY")
+	p.say("%s", p.paint(ansiBold, fmt.Sprintf("%-*s  %-*s  %s  %-*s  %s",
+		idW, "ID", labelW+3, "STATUS", "PRIORITY", nameW, "NAME", "PROGRESS")))
+	for _, j := range jobs {
+		icon, label, color := statusStyle(j.Status)
+		name := truncate(escapeTerm(j.Name), maxNameWidth)
+		status := p.paint(color, fmt.Sprintf("%s %-*s", icon, labelW, escapeTerm(label)))
+		if progress := p.progress(j); progress != "" {
+			p.say("%-*s  %s  %*d  %-*s  %s", idW, j.ID, status, priW, j.Priority, nameW, name, progress)
+		} else {
+			p.say("%-*s  %s  %*d  %s", idW, j.ID, status, priW, j.Priority, name)
+		}
+	}
+}
+
+// truncate shortens s to at most n runes, ending it with "…" when it was longer.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// progress is where job j stands, in a few words: its place in the queue and the job it
+// waits for while queued, when it started while running, how long it ran once ended.
+func (p *printer) progress(j job) string {
+	var parts []string
+	if j.Status == "queued" && j.QueuePosition > 0 {
+		parts = append(parts, fmt.Sprintf("#%d in queue", j.QueuePosition))
+	}
+	if j.WaitingFor != "" {
+		parts = append(parts, "waiting for "+j.WaitingFor)
+	}
+	switch {
+	case len(parts) > 0:
+	case j.StartedAt != nil && j.FinishedAt != nil:
+		parts = append(parts, "took "+j.FinishedAt.Sub(*j.StartedAt).Round(100*time.Millisecond).String())
+	case j.StartedAt != nil:
+		parts = append(parts, "started "+p.clock(*j.StartedAt))
+	case j.FinishedAt != nil:
+		parts = append(parts, "ended "+p.clock(*j.FinishedAt)+", never started")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// jobDetails writes the status command's account of job j: a line for each thing charond knows
+// of it, leaving out what does not apply (a queue position once it has started, a command
+// before it has), then each host's counts, the failed tasks and the artifacts.
+func (p *printer) jobDetails(j job) {
+	icon, label, color := statusStyle(j.Status)
+	p.say("%s", p.paint(ansiBold, cmp.Or(j.Name, "(unnamed job)")))
+	p.say("   Job ID: %s", j.ID)
+	status := label
+	if j.ExitCode != nil {
+		status += fmt.Sprintf(" (exit code %d)", *j.ExitCode)
+	}
+	p.say("   Status: %s", p.paint(color, icon+" "+status))
+	if j.Message != "" {
+		p.say("   Message: %s", j.Message)
+	}
+	if j.Description != "" {
+		p.say("   Description: %s", j.Description)
+	}
+	p.say("   Priority: %d", j.Priority)
+	p.jobTimes(j)
+	if j.Status == "queued" && j.QueuePosition > 0 {
+		p.say("   Queue position: %d", j.QueuePosition)
+	}
+	if j.WaitingFor != "" {
+		p.say("   Waiting for: %s (it holds the concurrency key)", j.WaitingFor)
+	}
+	if j.Concurrency != "" {
+		p.say("   Concurrency: %s", j.Concurrency)
+	}
+	if j.RelaunchOf != "" {
+		p.say("   Relaunch of: %s", j.RelaunchOf)
+	}
+	if opts := j.options(); len(opts) > 0 {
+		p.say("   Options: %s", strings.Join(opts, " "))
+	}
+	if len(j.Command) > 0 {
+		p.say("   Command: %s", shellJoin(j.Command))
+	}
+	if j.Summary != nil {
+		p.summary(*j.Summary)
+	}
+	p.artifacts(j.Artifacts)
+}
+
+// jobTimes writes when job j was created, started and finished, as far as it has got, and how
+// long it ran.
+func (p *printer) jobTimes(j job) {
+	if j.CreatedAt != nil {
+		p.say("   Created: %s", p.clock(*j.CreatedAt))
+	}
+	if j.StartedAt != nil {
+		p.say("   Started: %s", p.clock(*j.StartedAt))
+	}
+	switch {
+	case j.FinishedAt != nil && j.StartedAt != nil:
+		p.say("   Finished: %s (took %s)", p.clock(*j.FinishedAt), j.FinishedAt.Sub(*j.StartedAt).Round(100*time.Millisecond))
+	case j.FinishedAt != nil:
+		p.say("   Finished: %s", p.clock(*j.FinishedAt))
+	}
+}
+
+// summary writes the hosts' counts of a job, as the recap shows them, and the tasks that failed,
+// each with the module's message (its further lines under the first).
+func (p *printer) summary(s jobSummary) {
+	if len(s.Hosts) > 0 {
+		p.say("   Hosts:")
+		for _, l := range recapLines(s.Hosts) {
+			p.say("     %s", p.paint(l.color, l.text))
+		}
+	}
+	if len(s.FailedTasks) > 0 {
+		p.say("   Failed tasks:")
+	}
+	for _, f := range s.FailedTasks {
+		text := "❌ " + f.Host + ": TASK [" + f.Task + "]"
+		if f.Play != "" {
+			text += " in PLAY [" + f.Play + "]"
+		}
+		msg := strings.TrimSpace(strings.ReplaceAll(f.Message, "\r\n", "\n"))
+		lines := strings.Split(msg, "\n")
+		if msg != "" {
+			text += ": " + lines[0]
+		}
+		p.say("     %s", p.paint(ansiRed, text))
+		for _, line := range lines[1:] {
+			p.say("        %s", p.paint(ansiRed, line)) // under the host, past the mark
+		}
+	}
+}
+
+// artifacts writes a job's artifacts as indented JSON: on the line of its label when it is short,
+// under it otherwise. JSON keeps its escapes (a \u001b stays six characters); what it may hold
+// raw, a bidi control or a byte that is not UTF-8, is escaped as any data is.
+func (p *printer) artifacts(raw json.RawMessage) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, raw, "", "  "); err != nil {
+		pretty.Reset()
+		pretty.Write(raw) // shown as it came: escaped, it can do no harm
+	}
+	lines := strings.Split(strings.TrimSpace(pretty.String()), "\n")
+	if len(lines) == 1 {
+		p.say("   Artifacts: %s", lines[0])
+		return
+	}
+	p.say("   Artifacts:")
+	for _, line := range lines {
+		p.say("     %s", line)
+	}
+}
+
+// shellJoin writes a command line as a shell would read it back: a word that holds anything but
+// letters, digits and a few safe signs is put in single quotes.
+func shellJoin(words []string) string {
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		if w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+			quoted[i] = w
+		} else {
+			quoted[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
+}
+
+// change writes one event of the watch command's stream. A job's status change is one line
+// coloured by its status: the status, the job's name and short ID, charond's message and, once
+// the job has ended, how its hosts fared. Any other event is written as its type and message.
+func (p *printer) change(typ string, d eventData) {
+	if typ != "job_event" || d.Status == "" {
+		p.generic(cmp.Or(d.Type, typ), d)
+		return
+	}
+	icon, label, color := statusStyle(d.Status)
+	text := fmt.Sprintf("%s %-9s %s (%s)", icon, label, cmp.Or(d.Name, "(unnamed job)"), shortID(d.JobID))
+	if d.Message != "" {
+		text += " " + d.Message
+	}
+	final := d.Status != "queued" && d.Status != "running"
+	if final && d.Summary != nil && len(d.Summary.Hosts) > 0 {
+		text += " — " + hostOutcomes(d.Summary.Hosts)
+	}
+	p.stamped(d.when(), color, text)
+}
+
+// shortID is the first part of a job ID, as charond makes them (8-4-4-4-12 hex digits): enough
+// to tell the jobs of a watch apart.
+func shortID(id string) string {
+	r := []rune(cmp.Or(id, "?"))
+	return string(r[:min(len(r), 8)])
+}
+
+// hostOutcomes counts the hosts by how they fared, the worst outcome of each: "3 hosts: 2 ok,
+// 1 failed". A host is failed if a task failed on it, unreachable if it could not be reached,
+// changed if a task changed it, else ok.
+func hostOutcomes(hosts map[string]hostStats) string {
+	var ok, changed, failed, unreachable int
+	for _, s := range hosts {
+		switch {
+		case s.Failed > 0:
+			failed++
+		case s.Unreachable > 0:
+			unreachable++
+		case s.Changed > 0:
+			changed++
+		default:
+			ok++
+		}
+	}
+	text := fmt.Sprintf("%d hosts:", len(hosts))
+	if len(hosts) == 1 {
+		text = "1 host:"
+	}
+	var parts []string
+	for _, n := range []struct {
+		count int
+		what  string
+	}{{ok, "ok"}, {changed, "changed"}, {failed, "failed"}, {unreachable, "unreachable"}} {
+		if n.count > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n.count, n.what))
+		}
+	}
+	return text + " " + strings.Join(parts, ", ")
 }
 
 // sseEvent is one event of a text/event-stream.
