@@ -340,15 +340,6 @@ type readResult struct {
 // read returns the events after id `after`, or from the oldest one kept if that is later.
 // Events still in the window are shared frames; older ones are read back from the file.
 func (l *eventLog) read(after int) (readResult, error) {
-	res, err := l.readOnce(after)
-	if errors.Is(err, os.ErrNotExist) {
-		// A trim replaced the file between the lookup and the open: look again in the new one.
-		res, err = l.readOnce(after)
-	}
-	return res, err
-}
-
-func (l *eventLog) readOnce(after int) (readResult, error) {
 	l.mu.Lock()
 	after = max(after, l.base)
 	last := l.base + l.count
@@ -365,11 +356,27 @@ func (l *eventLog) readOnce(after int) (readResult, error) {
 		l.mu.Unlock()
 		return readResult{recs: recs}, nil
 	}
+	l.mu.Unlock()
+	recs, err := l.readBack(after, readBatch)
+	if errors.Is(err, os.ErrNotExist) {
+		// A trim replaced the file between the lookup and the open: look again in the new one.
+		recs, err = l.readBack(after, readBatch)
+	}
+	return readResult{recs: recs}, err
+}
+
+// readBack reads up to n events after id `after`, or from the oldest one kept, from the file.
+func (l *eventLog) readBack(after, n int) ([]record, error) {
+	l.mu.Lock()
+	after = max(after, l.base)
 	k := (after - l.base) / sparseEvery
+	if k >= len(l.sparse) {
+		l.mu.Unlock()
+		return nil, nil // nothing after it
+	}
 	path, start, startID, size := l.path, l.sparse[k], l.base+k*sparseEvery+1, l.size
 	l.mu.Unlock()
-	recs, err := l.readFile(path, start, startID, size, after, readBatch)
-	return readResult{recs: recs}, err
+	return l.readFile(path, start, startID, size, after, n)
 }
 
 // readFile reads up to n events after id `after` from the file at path, starting from the

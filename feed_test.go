@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -279,5 +280,75 @@ func TestOpenFeedAfterACrashInATrim(t *testing.T) {
 	}
 	if _, err := openFeed(dir, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "feed.x.events") {
 		t.Errorf("a planted feed.x.events: err %v, want it named", err)
+	}
+}
+
+// TestFeedReadersDuringTrims reads the feed from its file while it is appended to and trimmed
+// under the readers: each reader sees ids that only go up, one by one but where a trim moved
+// its start, and never an error.
+func TestFeedReadersDuringTrims(t *testing.T) {
+	f, err := openFeed(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	// Readers read the file itself, as readers behind the window do: the window would hide a
+	// trim from them.
+	f.keep = 300
+	const total = 3000
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for r := 0; r < 4; r++ {
+		go func() {
+			after := 0
+			for {
+				first, last := f.kept()
+				if after < first-1 {
+					after = first - 1 // trimmed under us: what is kept is what there is
+				}
+				if after >= last {
+					select {
+					case <-done:
+						errs <- nil
+						return
+					default:
+						continue
+					}
+				}
+				recs, err := f.log.readBack(after, 50) // as a reader behind the window does
+				if errors.Is(err, os.ErrNotExist) {
+					continue // the trim moved the file: look again, as read does
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for i, rec := range recs {
+					var id int
+					fmt.Sscanf(string(rec.frame), "id: %d\n", &id)
+					// A trim between kept and readBack moves the first id on; within a batch, ids
+					// are consecutive.
+					if id <= after || i > 0 && id != after+1 {
+						errs <- fmt.Errorf("after id %d the file gave %d", after, id)
+						return
+					}
+					after = id
+				}
+			}
+		}()
+	}
+	for n := 1; n <= total; n++ {
+		if err := f.announce(feedTestRecord(n, StatusQueued)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for r := 0; r < 4; r++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if first, last := f.kept(); last != total || last-first+1 > 300+75 {
+		t.Errorf("feed holds %d..%d after %d events, want at most 375 ending at %d", first, last, total, total)
 	}
 }
