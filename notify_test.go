@@ -179,3 +179,37 @@ func TestWebhookSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookHangingReceiverSlowsNothing ends jobs while their receiver hangs: they end and
+// the next ones run as if there were no webhook, and charond still stops at once, leaving the
+// deliveries due for its next start.
+func TestWebhookHangingReceiverSlowsNothing(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	td := startHookedDaemon(t, t.TempDir(), srv.URL)
+	var ids []string
+	for i := 0; i < 6; i++ { // more than the four deliveries a target may have in flight
+		id := td.submitFake(t, "hung", 5, map[string]any{"fake": "lines", "count": 1})
+		td.waitStatus(t, id, StatusCompleted)
+		ids = append(ids, id)
+	}
+	stopped := make(chan struct{})
+	go func() { td.stop(t); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second): // the attempt timeout: stop must not wait for it
+		t.Fatal("charond did not stop while its webhook receiver hung")
+	}
+	for _, id := range ids {
+		if !mustJob(t, td, id).state().WebhookPending {
+			t.Errorf("job %s: its webhook is not left due after a stop cut it short", id)
+		}
+	}
+}

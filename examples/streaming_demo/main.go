@@ -596,11 +596,7 @@ func (c *client) watchJobs(ctx context.Context, since string) int {
 		switch {
 		case ev.Type == "connected":
 			connects++
-			if connects == 1 {
-				c.out.stamped(d.when(), ansiCyan, "🔗 Connected "+messageJSON(d.Message))
-			} else {
-				c.out.note("🔄 Reconnected to the event stream")
-			}
+			c.greet(connects, d, "🔄 Reconnected to the event stream")
 		case seen.fresh(ev.ID): // else printed before a reconnection
 			c.out.change(ev.Type, d)
 		}
@@ -617,6 +613,16 @@ func (c *client) watchJobs(ctx context.Context, since string) int {
 		c.out.note("⏹️  Stopped watching.")
 	}
 	return exitInterrupted
+}
+
+// greet prints a stream's connected notice: the first one as charond sent it, each later one,
+// the mark of a reconnection, as again says.
+func (c *client) greet(connects int, d eventData, again string) {
+	if connects == 1 {
+		c.out.stamped(d.when(), ansiCyan, "🔗 Connected "+messageJSON(d.Message))
+	} else {
+		c.out.note("%s", again)
+	}
 }
 
 // report prints err in words the user can act on and returns the exit status it calls for.
@@ -677,11 +683,7 @@ func (c *client) watch(ctx context.Context, what, id string) (string, error) {
 		switch {
 		case ev.Type == "connected":
 			connects++
-			if connects == 1 {
-				c.out.stamped(d.when(), ansiCyan, "🔗 Connected "+messageJSON(d.Message))
-			} else {
-				c.out.note("🔄 Reconnected to the %s stream of job %s", what, id)
-			}
+			c.greet(connects, d, fmt.Sprintf("🔄 Reconnected to the %s stream of job %s", what, id))
 		case ev.Type == "completed":
 			status, ended = d.Status, true
 			c.out.ending(d)
