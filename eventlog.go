@@ -579,3 +579,65 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// repair takes a log whose writes failed back into use, for the all-jobs feed, which outlives
+// any one fault: a file cut short by a failed write is cut back to its last whole event, and a
+// file that is gone, or shorter than what was published, is written anew from the events in
+// memory, at pathFor(the id before the first of them); older ones are lost with the old file.
+// Ids stay as they were. Appends fail until it has succeeded.
+func (l *eventLog) repair(pathFor func(base int) string) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.closeWriter() // a descriptor of the old file, perhaps of a deleted one
+	l.mu.Lock()
+	path, size := l.path, l.size
+	l.mu.Unlock()
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() >= size {
+		if err := os.Truncate(path, size); err != nil {
+			return err
+		}
+	} else if err := l.rewriteFromWindow(pathFor); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.failure = nil
+	l.mu.Unlock()
+	return nil
+}
+
+// rewriteFromWindow writes the events in memory to a new file and moves the log to it;
+// writeMu is held.
+func (l *eventLog) rewriteFromWindow(pathFor func(base int) string) error {
+	l.mu.Lock()
+	window, oldPath := l.window, l.path
+	base := l.base + l.count - len(window)
+	l.mu.Unlock()
+	var buf bytes.Buffer
+	for _, r := range window {
+		buf.Write(r.data)
+		buf.WriteByte('\n')
+	}
+	newPath := pathFor(base)
+	tmp := newPath + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, newPath); err != nil {
+		return err
+	}
+	idx, err := indexFile(newPath)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.path, l.base, l.count, l.sparse, l.size = newPath, base, idx.count, idx.sparse, idx.size
+	l.mu.Unlock()
+	l.exists = true
+	if oldPath != newPath {
+		if err := os.Remove(oldPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return syncDir(filepath.Dir(newPath))
+}

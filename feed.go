@@ -249,5 +249,15 @@ func (f *feed) reconcile(recs []jobRecord) error {
 	return nil
 }
 
+// repair takes the feed back into use after a fault (see eventLog.repair), then announces
+// what it missed meanwhile: the status of every job whose record says more. recs are every
+// job's record, in submission order.
+func (f *feed) repair(recs []jobRecord) error {
+	if err := f.log.repair(func(base int) string { return feedPath(f.dir, base) }); err != nil {
+		return fmt.Errorf("repair the all-jobs feed: %w", err)
+	}
+	return f.reconcile(recs)
+}
+
 // close releases the feed's file.
 func (f *feed) close() error { return f.log.close() }

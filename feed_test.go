@@ -352,3 +352,52 @@ func TestFeedReadersDuringTrims(t *testing.T) {
 		t.Errorf("feed holds %d..%d after %d events, want at most 375 ending at %d", first, last, total, total)
 	}
 }
+
+// TestFeedRepair takes a feed back into use after its writes failed: a torn write is cut
+// off, a lost file is written anew from memory, and the ids go on as they were.
+func TestFeedRepair(t *testing.T) {
+	dir := t.TempDir()
+	f, err := openFeed(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	var recs []jobRecord
+	for n := 1; n <= 3; n++ {
+		recs = append(recs, feedTestRecord(n, StatusQueued))
+		f.announce(recs[n-1])
+	}
+	// A write that failed half-way: a torn line, and the log refusing appends.
+	torn, _ := os.OpenFile(feedPath(dir, 0), os.O_WRONLY|os.O_APPEND, 0)
+	torn.WriteString(`{"type":"status_cha`)
+	torn.Close()
+	f.log.mu.Lock()
+	f.log.failure = errors.New("no space left on device")
+	f.log.mu.Unlock()
+	if err := f.announce(feedTestRecord(4, StatusQueued)); err == nil {
+		t.Fatal("a failed feed took an append")
+	}
+	recs = append(recs, feedTestRecord(4, StatusQueued)) // saved, but never announced
+	if err := f.repair(recs); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(feedPath(dir, 0))
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[3], `"job 4"`) || strings.Contains(string(raw), `"status_cha{`) {
+		t.Fatalf("repaired feed file:\n%s\nwant 4 whole lines, the missed job last", raw)
+	}
+
+	// The file is lost, as with logs/ deleted: it is written anew from memory, ids kept.
+	os.Remove(feedPath(dir, 0))
+	if err := f.repair(recs); err != nil {
+		t.Fatal(err)
+	}
+	f.announce(feedTestRecord(5, StatusQueued))
+	res, err := f.log.read(0)
+	if err != nil || len(res.recs) != 5 || !strings.HasPrefix(string(res.recs[4].frame), "id: 5\n") {
+		t.Fatalf("after the file was lost the feed reads %d events (%v), want 1..5", len(res.recs), err)
+	}
+	if raw, err := os.ReadFile(feedPath(dir, 0)); err != nil || strings.Count(string(raw), "\n") != 5 {
+		t.Errorf("the rewritten feed file: %v\n%s", err, raw)
+	}
+}

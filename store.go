@@ -181,7 +181,11 @@ func (st *store) commit(job *Job, c change) error {
 		return err
 	}
 	if c.announce {
-		return st.feed.announce(c.record)
+		// The change is saved: a feed that cannot take it marks the store unhealthy (its
+		// onFault), and the recovery announces it (see feed.repair). The change itself stands.
+		if err := st.feed.announce(c.record); err != nil {
+			st.log.Error("announce a status change", "job", c.record.ID, "err", err)
+		}
 	}
 	return nil
 }

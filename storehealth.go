@@ -124,7 +124,8 @@ func (s *scheduler) probeStore() {
 	}
 }
 
-// recoverStore re-creates what the data dir lacks and rewrites the journal from memory.
+// recoverStore re-creates what the data dir lacks, rewrites the journal from memory and takes
+// the all-jobs feed back into use.
 func (s *scheduler) recoverStore() error {
 	st := s.store
 	if err := st.makeSubdirs(); err != nil {
@@ -133,5 +134,8 @@ func (s *scheduler) recoverStore() error {
 	if err := s.compact(); err != nil {
 		return err
 	}
-	return st.journal.check()
+	if err := st.journal.check(); err != nil {
+		return err
+	}
+	return st.feed.repair(s.snapshot())
 }

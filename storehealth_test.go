@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,6 +98,7 @@ func TestStoreFaultRefusesJobsUntilRecovered(t *testing.T) {
 			fs := &faults{}
 			td := startTestDaemonIn(t, t.TempDir(), withFaults(t, fs))
 			before := acceptJob(t, td)
+			lastEvent := feedSettled(t, td, 3) // queued, running, completed
 			wantHealth(t, td, true, "")
 
 			fs.set(tc.inject)
@@ -110,6 +112,7 @@ func TestStoreFaultRefusesJobsUntilRecovered(t *testing.T) {
 			td.sched.probeStore()
 			wantHealth(t, td, true, "")
 			after := acceptJob(t, td)
+			wantFeedGoesOn(t, td, lastEvent, after)
 			wantJobsAfterRestart(t, td, before, after)
 		})
 	}
@@ -141,6 +144,7 @@ func TestLostDataDirIsNoticedAndRecovered(t *testing.T) {
 			td := startTestDaemonIn(t, t.TempDir())
 			data := td.sched.store.dir
 			before := acceptJob(t, td)
+			lastEvent := feedSettled(t, td, 3) // queued, running, completed
 
 			tc.lose(t, data)
 			if tc.submitNext {
@@ -165,8 +169,42 @@ func TestLostDataDirIsNoticedAndRecovered(t *testing.T) {
 				}
 			}
 			after := acceptJob(t, td)
+			wantFeedGoesOn(t, td, lastEvent, after)
 			wantJobsAfterRestart(t, td, before, after)
 		})
+	}
+}
+
+// feedSettled waits until the all-jobs feed holds n events, the changes so far, and returns n.
+func feedSettled(t *testing.T, td *testDaemon, n int) int {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the feed to hold %d events", n), func() (bool, string) {
+		_, last := td.sched.store.feed.kept()
+		return last == n, fmt.Sprintf("%d events", last)
+	})
+	return n
+}
+
+// wantFeedGoesOn checks that the all-jobs feed, taken back into use, numbers on after
+// lastEvent, the last id before the fault: the job accepted since is announced after it.
+func wantFeedGoesOn(t *testing.T, td *testDaemon, lastEvent int, id string) {
+	t.Helper()
+	_, events := openStream(t, td.URL+"/api/v1/events/stream", map[string]string{"Last-Event-ID": strconv.Itoa(lastEvent)})
+	for got := range events {
+		if got.Event != "job_event" {
+			continue
+		}
+		if d := sseData(t, got); got.ID != strconv.Itoa(lastEvent+1) || d["job_id"] != id || d["status"] != "queued" {
+			t.Errorf("after the recovery the feed goes on with %s %v, want id %d: job %s queued", got.ID, d, lastEvent+1, id)
+		}
+		break
+	}
+	f := td.sched.store.feed.log
+	f.mu.Lock()
+	path := f.path
+	f.mu.Unlock()
+	if raw, err := os.ReadFile(path); err != nil || !strings.Contains(string(raw), `"job_id":"`+id+`","status":"queued"`) {
+		t.Errorf("the feed's file %s does not hold the announcement (%v):\n%s", path, err, raw)
 	}
 }
 
