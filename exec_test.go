@@ -70,7 +70,11 @@ func jobLines(t *testing.T, td *testDaemon, id string) (lines, streams []string)
 
 func TestRunCapturesStdoutAndStderrInOrder(t *testing.T) {
 	td := startTestDaemon(t)
-	id := td.submitFake(t, "lines", 5, map[string]any{"fake": "lines", "count": 9, "stderr_every": 3, "interval_ms": 2})
+	// stdout and stderr are two pipes, read by two goroutines: lines keep the order in which
+	// they reach charond, so the fake writes them far enough apart that the order it wrote
+	// them in is the order they arrive, even when a reader waits for a busy CPU (2 ms was not,
+	// under -race on a loaded 2-core machine).
+	id := td.submitFake(t, "lines", 5, map[string]any{"fake": "lines", "count": 9, "stderr_every": 3, "interval_ms": 40})
 	job := td.waitStatus(t, id, StatusCompleted)
 	if job["exit_code"].(float64) != 0 || job["log_lines"].(float64) != 9 {
 		t.Fatalf("job = %v", job)
