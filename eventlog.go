@@ -641,3 +641,42 @@ func (l *eventLog) rewriteFromWindow(pathFor func(base int) string) error {
 	}
 	return syncDir(filepath.Dir(newPath))
 }
+
+// scan calls fn with the id and JSON payload of each event after id `after`, in order, read
+// from the file as it is now, until fn returns false. It is for reading a whole log quickly
+// (a search): it makes no frames, and holds the lock only to look up where to start.
+func (l *eventLog) scan(after int, fn func(id int, payload []byte) bool) error {
+	l.mu.Lock()
+	after = max(after, l.base)
+	k := (after - l.base) / sparseEvery
+	if k >= len(l.sparse) {
+		l.mu.Unlock()
+		return nil
+	}
+	path, start, id, size := l.path, l.sparse[k], l.base+k*sparseEvery+1, l.size
+	l.mu.Unlock()
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// A large buffer: a scan reads the file from end to end, and is one of few at a time.
+	r := bufio.NewReaderSize(io.NewSectionReader(f, start, size-start), 256<<10)
+	for ; ; id++ {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A line longer than the buffer (a long output line, JSON-escaped): read it whole.
+			rest, rerr := r.ReadBytes('\n')
+			line, err = append(append([]byte(nil), line...), rest...), rerr
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		if id > after && !fn(id, line[:len(line)-1]) {
+			return nil
+		}
+	}
+}

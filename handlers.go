@@ -51,6 +51,8 @@ func (s *server) routes() http.Handler {
 	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
 	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob, "DELETE": s.deleteJob})
 	s.handle(mux, "/api/v1/jobs/{id}/logs", map[string]http.HandlerFunc{"GET": s.getLogs})
+	s.handle(mux, "/api/v1/jobs/{id}/logs/lines", map[string]http.HandlerFunc{"GET": s.getLogLines})
+	s.handle(mux, "/api/v1/jobs/{id}/logs/search", map[string]http.HandlerFunc{"GET": s.searchLog})
 	s.handle(mux, "/api/v1/jobs/{id}/events", map[string]http.HandlerFunc{"GET": s.getEvents})
 	s.handle(mux, "/api/v1/jobs/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob})
 	s.handle(mux, "/api/v1/jobs/{id}/relaunch", map[string]http.HandlerFunc{"POST": s.relaunchJob})
