@@ -208,7 +208,7 @@ func (d *daemon) start() error {
 		return fmt.Errorf("listen on %s: %w", d.cfg.Addr, err)
 	}
 	d.addr = ln.Addr().String()
-	d.srv.ansibleVersion = d.checkAnsible()
+	d.srv.ansibleVersion, d.srv.ansibleErr = d.checkAnsible()
 	d.httpSrv = d.newHTTPServer()
 	d.log.Info("charond listening", "addr", d.addr, "tls", d.tls != nil, "auth", d.srv.token != "", "workers", d.cfg.Workers,
 		"playbook_dir", d.srv.limits.PlaybookDir, "data_dir", d.cfg.DataDir, "ansible_playbook", d.srv.ansibleVersion)
@@ -329,7 +329,7 @@ func (d *daemon) shutdown() error {
 
 // checkAnsible asks ansible-playbook for its version. When it is missing charond still runs,
 // warns loudly, and every job fails saying how to install it.
-func (d *daemon) checkAnsible() string {
+func (d *daemon) checkAnsible() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	v, err := d.sched.runner.version(ctx)
@@ -337,7 +337,7 @@ func (d *daemon) checkAnsible() string {
 		d.log.Warn("ANSIBLE-PLAYBOOK NOT USABLE: every job will fail until it is installed",
 			"err", err,
 			"fix", "install ansible-core (apt-get install ansible-core, or pipx install ansible-core) or set -ansible-playbook")
-		return "unavailable: " + err.Error()
+		return "unavailable: " + err.Error(), err
 	}
-	return v
+	return v, nil
 }

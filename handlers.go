@@ -19,9 +19,6 @@ import (
 	"time"
 )
 
-// version is charond's version, reported by /api/v1/info and -version.
-const version = "0.1.0"
-
 // retryAfterSeconds is the Retry-After of a 429 or 503: long enough for a few jobs to start.
 const retryAfterSeconds = "5"
 
@@ -37,6 +34,7 @@ type server struct {
 	stream         streamConfig
 	corsOrigins    []string // exact origins, or "*"
 	ansibleVersion string   // what `ansible-playbook --version` said, or why it could not run
+	ansibleErr     error    // why ansible-playbook could not run at start; nil if it did
 	workers        int
 	hosts          hostGuard     // the Host names answered
 	bodyTimeout    time.Duration // how long a request body may take to arrive (streams excepted)
@@ -47,6 +45,7 @@ type server struct {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	s.handle(mux, "/healthz", map[string]http.HandlerFunc{"GET": s.health})
+	s.handle(mux, "/readyz", map[string]http.HandlerFunc{"GET": s.ready})
 	s.handle(mux, "/api/v1/info", map[string]http.HandlerFunc{"GET": s.info})
 	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
 	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob, "DELETE": s.deleteJob})
@@ -168,11 +167,38 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// ready answers 200 {"status":"ready"} when charond can take and run jobs: the store takes
+// writes, the journal is loaded and open, ansible-playbook ran at start, and charond is not
+// shutting down. Otherwise 503 {"status":"not ready","error":...,"reasons":[...]}. A load
+// balancer sends jobs only to a ready charond; /healthz, liveness, says only whether to
+// restart it.
+func (s *server) ready(w http.ResponseWriter, r *http.Request) {
+	var reasons []string
+	if err := s.sched.store.unavailable(); err != nil {
+		reasons = append(reasons, err.Error())
+	}
+	if err := s.sched.store.journal.check(); err != nil {
+		reasons = append(reasons, "the journal is not loaded and open: "+err.Error())
+	}
+	if s.ansibleErr != nil {
+		reasons = append(reasons, "ansible-playbook cannot run: "+s.ansibleErr.Error())
+	}
+	if s.sched.isClosed() {
+		reasons = append(reasons, "charond is shutting down")
+	}
+	if len(reasons) > 0 {
+		s.writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "error": strings.Join(reasons, "; "), "reasons": reasons})
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+}
+
 func (s *server) info(w http.ResponseWriter, r *http.Request) {
 	queued, running := s.sched.counts()
 	s.writeJSON(w, r, http.StatusOK, map[string]any{
 		"last_event_id":            s.sched.store.feed.log.length(),
-		"version":                  version,
+		"version":                  thisBuild.Version,
+		"build":                    thisBuild,
 		"ansible_playbook_version": s.ansibleVersion,
 		"workers":                  s.workers,
 		"queued":                   queued,

@@ -261,7 +261,7 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.ShowVersion {
-		fmt.Println("charond", version)
+		fmt.Println("charond", thisBuild)
 		return nil
 	}
 	token, err := loadToken(cfg.Token, cfg.TokenFile)

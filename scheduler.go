@@ -73,6 +73,13 @@ func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 	return s
 }
 
+// isClosed reports whether the scheduler takes no more submissions: charond is shutting down.
+func (s *scheduler) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // startedWorkers is how many workers start has launched.
 func (s *scheduler) startedWorkers() int {
 	s.mu.Lock()

@@ -369,7 +369,7 @@ func (w *webhooks) attempt(target string, d *webhookDelivery) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "charond/"+version)
+	req.Header.Set("User-Agent", "charond/"+thisBuild.Version)
 	req.Header.Set("X-Charon-Event", "job_ended")
 	req.Header.Set("X-Charon-Delivery", d.jobID)
 	req.Header.Set("X-Charon-Signature-256", d.signature)
