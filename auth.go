@@ -26,7 +26,7 @@ func (s *server) requireToken(next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(s.token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/api/") {
+		if !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/metrics" {
 			next.ServeHTTP(w, r)
 			return
 		}

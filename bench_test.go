@@ -13,20 +13,31 @@ import (
 )
 
 // BenchmarkIngest measures lines per second from a runner process into a job's log: the fake
-// runner prints b.N lines as fast as the pipe takes them.
+// runner prints b.N lines as fast as the pipe takes them. It runs with charond's metrics, and
+// without them (every metric nil, so each update does nothing), to measure what they cost.
 func BenchmarkIngest(b *testing.B) {
-	td := startTestDaemon(b)
-	b.ResetTimer()
-	start := time.Now()
-	id := td.submitFake(b, "ingest", 5, map[string]any{"fake": "lines", "count": b.N})
-	td.waitStatus(b, id, StatusCompleted)
-	elapsed := time.Since(start)
-	b.StopTimer()
-	job, _ := td.sched.get(id)
-	if n := job.logs.length(); n != b.N {
-		b.Fatalf("logged %d lines, want %d", n, b.N)
+	for _, mode := range []struct {
+		name string
+		opts []testOption
+	}{
+		{"metrics=on", nil},
+		{"metrics=off", []testOption{func(d *daemon) { d.sched.metrics = &metrics{}; d.sched.store.journal.fsyncTime = nil }}},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			td := startTestDaemon(b, mode.opts...)
+			b.ResetTimer()
+			start := time.Now()
+			id := td.submitFake(b, "ingest", 5, map[string]any{"fake": "lines", "count": b.N})
+			td.waitStatus(b, id, StatusCompleted)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			job, _ := td.sched.get(id)
+			if n := job.logs.length(); n != b.N {
+				b.Fatalf("logged %d lines, want %d", n, b.N)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "lines/s")
+		})
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "lines/s")
 }
 
 // discardStream is a ResponseWriter for in-process stream subscribers: it supports Flush and

@@ -102,7 +102,9 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 	}
 	sched = newScheduler(r, st, logger)
 	sched.retention, sched.maxJobs, sched.maxQueue = cfg.Retention, cfg.MaxJobs, cfg.MaxQueue
+	st.journal.fsyncTime = sched.metrics.fsync
 	if len(hooksCfg.URLs) > 0 {
+		hooks.outcome = sched.metrics.webhookOutcome
 		sched.hooks = hooks
 	}
 	st.feed.keep = feedKeepPerJob * cfg.MaxJobs

@@ -46,6 +46,7 @@ func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	s.handle(mux, "/healthz", map[string]http.HandlerFunc{"GET": s.health})
 	s.handle(mux, "/readyz", map[string]http.HandlerFunc{"GET": s.ready})
+	s.handle(mux, "/metrics", map[string]http.HandlerFunc{"GET": s.serveMetrics})
 	s.handle(mux, "/api/v1/info", map[string]http.HandlerFunc{"GET": s.info})
 	s.handle(mux, "/api/v1/jobs", map[string]http.HandlerFunc{"GET": s.listJobs, "POST": s.submitJob})
 	s.handle(mux, "/api/v1/jobs/{id}", map[string]http.HandlerFunc{"GET": s.getJob, "DELETE": s.deleteJob})

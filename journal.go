@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // journalFile is what the journal needs of an open file. Every file the journal (and the
@@ -45,8 +46,9 @@ func openNoFollow(name string, flag int, perm os.FileMode) (journalFile, error) 
 // deleted, or its directory was, and writes to an unlinked file still succeed), the file is
 // not trusted again: appends fail until a compaction writes a new one from memory.
 type journal struct {
-	path string
-	open openFunc // swapped by tests
+	path      string
+	open      openFunc   // swapped by tests
+	fsyncTime *histogram // times each group commit's fsync; set before the first append
 
 	// compactMu serializes compactions; it is held for the whole of one.
 	//
@@ -113,7 +115,9 @@ func (j *journal) append(line []byte) error {
 		j.syncing = true
 		target := g.written
 		j.mu.Unlock()
+		began := time.Now()
 		err := g.f.Sync()
+		j.fsyncTime.observe(time.Since(began).Seconds())
 		if err == nil {
 			err = j.checkSame(g.ident)
 		}

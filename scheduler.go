@@ -27,7 +27,8 @@ type scheduler struct {
 
 	lastSeq atomic.Uint64 // submission order; assigned before a job is saved
 
-	hooks *webhooks // where ended jobs are announced; nil: no -webhook
+	hooks   *webhooks // where ended jobs are announced; nil: no -webhook
+	metrics *metrics  // what /metrics reports
 
 	// mu guards the fields below.
 	//
@@ -68,6 +69,7 @@ func newScheduler(r *runner, st *store, log *slog.Logger) *scheduler {
 		jobs:      make(map[string]*Job),
 		queue:     newJobQueue(),
 		holders:   make(map[string]*Job),
+		metrics:   newMetrics(),
 	}
 	s.wakeup = sync.NewCond(&s.mu)
 	return s
@@ -231,19 +233,25 @@ func (s *scheduler) execute(ctx context.Context, job *Job, started change) {
 	if err := s.store.commit(job, started); err != nil {
 		s.log.Error("save job start", "job", job.ID, "err", err)
 	}
+	s.metrics.queueWait.observe(started.record.StartedAt.Sub(job.CreatedAt).Seconds())
 	launched := func(pgid int, command []string) {
 		if err := s.store.commit(job, job.launched(pgid, command)); err != nil {
 			s.log.Error("save job process group", "job", job.ID, "err", err)
 		}
 	}
 	events := newRunEvents(job, s.now, s.log)
+	events.counted = s.metrics.taskEvents
 	active, stopWatch := watchIdle(job, job.Spec.IdleTimeout)
 	lines := func(stream string, lines [][]byte) {
+		read := time.Now() // the lines were read off the pipe just now
 		active()
 		events.noteOutput(lines)
 		if err := job.appendLines(s.now().UTC(), stream, lines); err != nil {
 			job.cancelRun(&stopReason{status: StatusFailed, message: "Job failed: cannot store its output: " + err.Error()})
+			return
 		}
+		s.metrics.lineLatency.observeN(time.Since(read).Seconds(), len(lines))
+		s.metrics.logLines.add(len(lines))
 	}
 	pluginLine := func(line []byte) {
 		active()
@@ -345,6 +353,7 @@ func (s *scheduler) finish(job *Job, status Status, exitCode *int, message strin
 	if err := s.store.commit(job, ended); err != nil {
 		s.log.Error("save finished job", "job", job.ID, "err", err)
 	}
+	s.metrics.jobEnded(ended.record.jobState)
 	s.notifyEnded(ended.record)
 	if hasSecrets(job.Spec.Variables) || hasSecrets(job.Spec.InventoryGroups) {
 		// The journal still holds the records written while the job was queued and running,
@@ -407,6 +416,25 @@ func (s *scheduler) stateLocked(job *Job) jobStatus {
 // view is the job as the API shows it now.
 func (s *scheduler) view(job *Job, full bool) jobView {
 	return job.view(s.state(job), full)
+}
+
+// kept is how many jobs the scheduler keeps, in every status.
+func (s *scheduler) kept() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.order)
+}
+
+// subscribers is how many clients follow a job's log or events, or the all-jobs feed.
+func (s *scheduler) subscribers() int {
+	s.mu.Lock()
+	jobs := append([]*Job(nil), s.order...)
+	s.mu.Unlock()
+	n := s.store.feed.log.subscriberCount()
+	for _, job := range jobs {
+		n += job.logs.subscriberCount() + job.events.subscriberCount()
+	}
+	return n
 }
 
 // counts returns how many jobs wait and how many run.

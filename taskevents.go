@@ -349,6 +349,8 @@ type runEvents struct {
 	now    func() time.Time
 	log    *slog.Logger
 
+	counted *counter // counts the events recorded; nil counts nothing
+
 	loaded  atomic.Bool // the plugin said it runs
 	sawPlay atomic.Bool // the log shows a play ran, so the plugin should have spoken
 }
@@ -378,7 +380,9 @@ func (re *runEvents) pluginLine(line []byte) {
 	re.job.noteTaskEvent(&ev)
 	if err := re.job.events.appendData(payload); err != nil {
 		re.log.Warn("cannot record a task event", "job", re.job.ID, "err", err)
+		return
 	}
+	re.counted.add(1)
 }
 
 // noteOutput watches the log for the start of a play.

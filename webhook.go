@@ -140,6 +140,9 @@ type webhooks struct {
 	log     *slog.Logger
 	done    func(jobID string)
 	targets []*webhookTarget // fixed at creation
+	// outcome, when set before the first deliver, hears how each delivery to a target ended:
+	// "delivered" or "given_up". It must not block.
+	outcome func(string)
 
 	// ctx ends at close; every request and every back-off wait is under it.
 	ctx     context.Context
@@ -344,11 +347,13 @@ func (w *webhooks) send(t *webhookTarget, d *webhookDelivery) bool {
 				level = slog.LevelInfo
 			}
 			w.log.Log(context.Background(), level, "webhook delivered", "job", d.jobID, "target", target, "attempts", attempt)
+			w.noteOutcome("delivered")
 			return true
 		case w.ctx.Err() != nil:
 			return false
 		case !retryable(err) || attempt >= w.cfg.Attempts:
 			w.log.Warn("webhook delivery given up", "job", d.jobID, "target", target, "attempts", attempt, "err", err)
+			w.noteOutcome("given_up")
 			return true
 		}
 		delay := w.cfg.retryDelay(attempt, err)
@@ -356,6 +361,12 @@ func (w *webhooks) send(t *webhookTarget, d *webhookDelivery) bool {
 		if !w.sleep(delay) {
 			return false
 		}
+	}
+}
+
+func (w *webhooks) noteOutcome(outcome string) {
+	if w.outcome != nil {
+		w.outcome(outcome)
 	}
 }
 
