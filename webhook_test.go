@@ -217,7 +217,7 @@ func TestWebhookSignedDelivery(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"Content-Type":      "application/json",
-		"User-Agent":        "charond/" + version,
+		"User-Agent":        "charond/" + thisBuild.Version,
 		"X-Charon-Event":    "job_ended",
 		"X-Charon-Delivery": "job-1",
 	} {
