@@ -127,6 +127,7 @@ func newDaemon(cfg *config, logger *slog.Logger) (*daemon, error) {
 		maxStreams:  int64(cfg.MaxStreams),
 		hosts:       newHostGuard(cfg.Addr, splitList(cfg.AllowedHosts)),
 		bodyTimeout: cfg.ReadBodyTimeout,
+		web:         loadWebAssets(),
 	}
 	return &daemon{cfg: cfg, log: logger, sched: sched, srv: srv, tls: tlsConfig, stopping: stopping,
 		// Retention is counted in days: pruning hourly keeps within an hour of it.

@@ -36,14 +36,17 @@ type server struct {
 	ansibleVersion string   // what `ansible-playbook --version` said, or why it could not run
 	ansibleErr     error    // why ansible-playbook could not run at start; nil if it did
 	workers        int
-	hosts          hostGuard     // the Host names answered
-	bodyTimeout    time.Duration // how long a request body may take to arrive (streams excepted)
+	hosts          hostGuard           // the Host names answered
+	web            map[string]webAsset // the dashboard's files, by name under web/
+	bodyTimeout    time.Duration       // how long a request body may take to arrive (streams excepted)
 }
 
 // routes registers every endpoint. Each path also gets a method-less pattern that answers 405
 // in JSON, and "/" answers 404 in JSON, so no request ever gets the mux's plain-text pages.
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
+	s.handle(mux, "/{$}", map[string]http.HandlerFunc{"GET": s.servePage})
+	s.handle(mux, "/ui/{name}", map[string]http.HandlerFunc{"GET": s.serveWebAsset})
 	s.handle(mux, "/healthz", map[string]http.HandlerFunc{"GET": s.health})
 	s.handle(mux, "/readyz", map[string]http.HandlerFunc{"GET": s.ready})
 	s.handle(mux, "/metrics", map[string]http.HandlerFunc{"GET": s.serveMetrics})
