@@ -42,6 +42,7 @@ func TestTokenGuardsEveryAPIRoute(t *testing.T) {
 		{"GET", "/api/v1/jobs/" + id + "/events"}, {"POST", "/api/v1/jobs/" + id + "/cancel"},
 		{"GET", "/api/v1/jobs/" + id + "/logs/stream"}, {"GET", "/api/v1/jobs/" + id + "/events/stream"},
 		{"POST", "/api/v1/jobs/" + id + "/relaunch"}, {"GET", "/api/v1/events/stream"},
+		{"GET", "/api/v1/jobs/" + id + "/logs/lines"}, {"GET", "/api/v1/jobs/" + id + "/logs/search?q=x"}, {"GET", "/metrics"},
 		{"GET", "/api/v1/nope"},
 	}
 	for _, rt := range routes {
@@ -63,8 +64,10 @@ func TestTokenGuardsEveryAPIRoute(t *testing.T) {
 			t.Errorf("GET %s with the token: %d %s", rt, resp.StatusCode, body)
 		}
 	}
-	if resp, _ := do(t, "GET", td.URL+"/healthz", nil, ""); resp.StatusCode != 200 {
-		t.Errorf("/healthz without a token: %d, want 200", resp.StatusCode)
+	for _, open := range []string{"/healthz", "/readyz"} {
+		if resp, _ := do(t, "GET", td.URL+open, nil, ""); resp.StatusCode != 200 {
+			t.Errorf("%s without a token: %d, want 200", open, resp.StatusCode)
+		}
 	}
 	// EventSource cannot send headers: the stream routes, and only they, take ?access_token=.
 	for _, path := range []string{"/logs/stream", "/events/stream"} {
