@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,4 +84,117 @@ func TestSystemdUnit(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		t.Logf("systemd-analyze security: %s", lines[len(lines)-1])
 	}
+}
+
+// TestNginxProxy puts a real nginx, configured with deploy/nginx.conf, in front of charond on
+// loopback: a stream's lines come through as they are produced, not at the end; a reconnect
+// resumes; the page loads; and what the page does, a submission and a cancel sent as a
+// browser sends them, works through the proxy. Only the addresses are changed.
+func TestNginxProxy(t *testing.T) {
+	nginx := needTool(t, "nginx", "nginx")
+	td := startTestDaemon(t)
+	conf, err := os.ReadFile("deploy/nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	server := strings.NewReplacer("server 127.0.0.1:8080;", "server "+td.addr+";", "listen 80;", "listen 127.0.0.1:"+port+";").Replace(string(conf))
+	if server == string(conf) {
+		t.Fatal("deploy/nginx.conf no longer has the addresses the test replaces")
+	}
+	dir := t.TempDir()
+	for _, sub := range []string{"logs", "tmp"} {
+		os.Mkdir(filepath.Join(dir, sub), 0o755)
+	}
+	// The http block around it, as nginx.conf has on Debian, with every file in the test's dir.
+	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
+error_log %[1]s/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    include %[1]s/charon.conf;
+}
+`, dir)
+	os.WriteFile(filepath.Join(dir, "charon.conf"), []byte(server), 0o644)
+	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
+	if out, err := exec.Command(nginx, "-t", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	proxy := "http://127.0.0.1:" + port
+	waitFor(t, "nginx to listen", func() (bool, string) {
+		resp, err := http.Get(proxy + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+
+	// A stream through the proxy: the first lines arrive while the job waits at its gate.
+	id, open := gatedJob(t, td, 3)
+	_, events := openStream(t, proxy+"/api/v1/jobs/"+id+"/logs/stream", nil)
+	var got []string
+	waitFor(t, "the lines printed so far, through nginx, before the job goes on", func() (bool, string) {
+		for len(got) < 3 {
+			select {
+			case ev := <-events:
+				if ev.Event == "log" {
+					got = append(got, ev.ID)
+				}
+			default:
+				return false, strings.Join(got, ",")
+			}
+		}
+		return true, ""
+	})
+	open()
+	rest := collect(t, events)
+	if last := rest[len(rest)-1]; last.Event != "completed" || last.ID != "6" {
+		t.Errorf("the stream through nginx ended with %+v, want completed at 6", last)
+	}
+	// A reconnect through the proxy resumes after Last-Event-ID.
+	_, events = openStream(t, proxy+"/api/v1/jobs/"+id+"/logs/stream", map[string]string{"Last-Event-ID": "4"})
+	if lines := logLines(t, collectCompleted(t, events)[1:], 5); strings.Join(lines, ",") != "line 5,line 6" {
+		t.Errorf("resumed through nginx: %v, want lines 5 and 6", lines)
+	}
+
+	// The page, and its actions, as a browser on the proxy's origin sends them.
+	if resp, body := do(t, "GET", proxy+"/", nil, ""); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("the page through nginx: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	browser := map[string]string{"Origin": proxy, "Sec-Fetch-Site": "same-origin", "Content-Type": "application/x-yaml"}
+	resp, body := do(t, "POST", proxy+"/api/v1/jobs", browser,
+		"name: through nginx\nplaybook: |\n  - hosts: localhost\n    tasks: []\nvariables: {fake: sleep, seconds: 60}\n")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("a submission through nginx: %d %s", resp.StatusCode, body)
+	}
+	var job struct{ ID string }
+	json.Unmarshal(body, &job)
+	waitLogLines(t, td, job.ID, 1)
+	if resp, body := do(t, "POST", proxy+"/api/v1/jobs/"+job.ID+"/cancel", browser, ""); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("a cancel through nginx: %d %s", resp.StatusCode, body)
+	}
+	td.waitStatus(t, job.ID, StatusCancelled)
+}
+
+// freePort is a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
 }
