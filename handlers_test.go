@@ -282,8 +282,10 @@ func TestAPIErrorRoutes(t *testing.T) {
 		{"DELETE", "/api/v1/jobs/" + unknown + "/events/stream", 405, "DELETE", []string{"GET", "HEAD"}},
 		{"POST", "/healthz", 405, "POST", []string{"GET", "HEAD"}},
 		{"PUT", "/api/v1/info", 405, "PUT", []string{"GET", "HEAD"}},
-		{"GET", "/", 404, "/", nil},
-		{"POST", "/", 404, "/", nil},
+		{"POST", "/", 405, "POST", []string{"GET", "HEAD"}}, // GET / is the dashboard
+		{"GET", "/ui/", 404, "/ui/", nil},
+		{"GET", "/ui/nope.js", 404, "no such file: /ui/nope.js", nil},
+		{"POST", "/ui/app.js", 405, "POST", []string{"GET", "HEAD"}},
 		{"GET", "/nope", 404, "/nope", nil},
 		{"GET", "/api/v1", 404, "/api/v1", nil},
 		{"GET", "/api/v2/jobs", 404, "/api/v2/jobs", nil},
