@@ -221,24 +221,45 @@ func (m *lineMatcher) match(payload []byte) (string, bool) {
 }
 
 // containsFold reports whether s holds lower, an ASCII lower-case text, in any ASCII case.
+// Candidates are found with bytes.IndexByte, which is fast, for each case of the first byte.
 func containsFold(s, lower []byte) bool {
 	if len(lower) == 0 {
 		return true
 	}
-	first := lower[0]
-	for i := 0; i+len(lower) <= len(s); i++ {
-		if asciiLower(s[i]) != first {
-			continue
+	first, other := lower[0], lower[0]
+	if 'a' <= first && first <= 'z' {
+		other = first - 'a' + 'A'
+	}
+	for i := 0; i+len(lower) <= len(s); {
+		j := bytes.IndexByte(s[i:], first)
+		if other != first {
+			if k := bytes.IndexByte(s[i:], other); k >= 0 && (j < 0 || k < j) {
+				j = k
+			}
 		}
-		j := 1
-		for j < len(lower) && asciiLower(s[i+j]) == lower[j] {
-			j++
+		if j < 0 {
+			return false
 		}
-		if j == len(lower) {
+		i += j
+		if i+len(lower) > len(s) {
+			return false
+		}
+		if equalFoldASCII(s[i+1:i+len(lower)], lower[1:]) {
 			return true
 		}
+		i++
 	}
 	return false
+}
+
+// equalFoldASCII reports whether s equals lower, an ASCII lower-case text, in any ASCII case.
+func equalFoldASCII(s, lower []byte) bool {
+	for i := range lower {
+		if asciiLower(s[i]) != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func asciiLower(c byte) byte {
