@@ -17,7 +17,7 @@ import (
 // fakeRunnerMain acts as ansible-playbook for tests. charond calls it as
 // `ansible-playbook -i INVENTORY -e @VARS PLAYBOOK`; the job's variables choose what it does:
 //
-//	fake: lines        print `count` lines "line N" (every `interval_ms`, on stderr every `stderr_every`th)
+//	fake: lines        print `count` lines "line N" (`burst` of them every `interval_ms`, on stderr every `stderr_every`th)
 //	fake: bigline      print a line of `size` bytes, then "after"
 //	fake: sleep        print "started", then sleep `seconds`
 //	fake: ignore_term  ignore SIGTERM, print "started PID", then sleep a minute
@@ -58,13 +58,16 @@ func fakeRunnerMain(args []string) int {
 			printLinesFast(num("count", 10))
 			break
 		}
+		burst := max(num("burst", 1), 1) // lines a tick: 10 every 10 ms is a steady 1,000 lines/s
 		for i := 1; i <= num("count", 10); i++ {
 			out := os.Stdout
 			if every > 0 && i%every == 0 {
 				out = os.Stderr
 			}
 			fmt.Fprintf(out, "line %d\n", i)
-			time.Sleep(interval)
+			if i%burst == 0 {
+				time.Sleep(interval)
+			}
 		}
 	case "bigline":
 		fmt.Printf("%s\nafter\n", strings.Repeat("x", num("size", 1<<20)))
