@@ -91,54 +91,8 @@ func TestSystemdUnit(t *testing.T) {
 // resumes; the page loads; and what the page does, a submission and a cancel sent as a
 // browser sends them, works through the proxy. Only the addresses are changed.
 func TestNginxProxy(t *testing.T) {
-	nginx := needTool(t, "nginx", "nginx")
 	td := startTestDaemon(t)
-	conf, err := os.ReadFile("deploy/nginx.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	server := strings.NewReplacer("server 127.0.0.1:8080;", "server "+td.addr+";", "listen 80;", "listen 127.0.0.1:"+port+";").Replace(string(conf))
-	if server == string(conf) {
-		t.Fatal("deploy/nginx.conf no longer has the addresses the test replaces")
-	}
-	dir := t.TempDir()
-	for _, sub := range []string{"logs", "tmp"} {
-		os.Mkdir(filepath.Join(dir, sub), 0o755)
-	}
-	// The http block around it, as nginx.conf has on Debian, with every file in the test's dir.
-	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
-error_log %[1]s/logs/error.log warn;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/tmp/body;
-    proxy_temp_path %[1]s/tmp/proxy;
-    fastcgi_temp_path %[1]s/tmp/fastcgi;
-    uwsgi_temp_path %[1]s/tmp/uwsgi;
-    scgi_temp_path %[1]s/tmp/scgi;
-    include %[1]s/charon.conf;
-}
-`, dir)
-	os.WriteFile(filepath.Join(dir, "charon.conf"), []byte(server), 0o644)
-	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
-	if out, err := exec.Command(nginx, "-t", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
-	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	proxy := "http://127.0.0.1:" + port
-	waitFor(t, "nginx to listen", func() (bool, string) {
-		resp, err := http.Get(proxy + "/healthz")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
+	proxy := startNginx(t, td)
 
 	// A stream through the proxy: the first lines arrive while the job waits at its gate.
 	id, open := gatedJob(t, td, 3)
@@ -187,6 +141,60 @@ http {
 	td.waitStatus(t, job.ID, StatusCancelled)
 }
 
+// startNginx runs a real nginx on loopback with deploy/nginx.conf in front of td, only the
+// addresses changed, and returns its URL. It is stopped when the test ends.
+func startNginx(t *testing.T, td *testDaemon) string {
+	t.Helper()
+	nginx := needTool(t, "nginx", "nginx")
+	conf, err := os.ReadFile("deploy/nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	server := strings.NewReplacer("server 127.0.0.1:8080;", "server "+td.addr+";", "listen 80;", "listen 127.0.0.1:"+port+";").Replace(string(conf))
+	if server == string(conf) {
+		t.Fatal("deploy/nginx.conf no longer has the addresses the test replaces")
+	}
+	dir := t.TempDir()
+	for _, sub := range []string{"logs", "tmp"} {
+		os.Mkdir(filepath.Join(dir, sub), 0o755)
+	}
+	// The http block around it, as nginx.conf has on Debian, with every file in the test's dir.
+	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
+error_log %[1]s/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    include %[1]s/charon.conf;
+}
+`, dir)
+	os.WriteFile(filepath.Join(dir, "charon.conf"), []byte(server), 0o644)
+	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
+	if out, err := exec.Command(nginx, "-t", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	proxy := "http://127.0.0.1:" + port
+	waitFor(t, "nginx to listen", func() (bool, string) {
+		resp, err := http.Get(proxy + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	return proxy
+}
+
 // freePort is a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -197,4 +205,17 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
+}
+
+// TestDashboardThroughNginx drives the page in Chromium through nginx, configured as the
+// README says: a submission from its editor and a cancel and relaunch from a job's page work
+// through the proxy, the page's Origin matching the Host nginx passes on.
+func TestDashboardThroughNginx(t *testing.T) {
+	e := findE2E(t)
+	td := dashboardDaemon(t)
+	proxy := startNginx(t, td)
+	e.run(t, "submit", e2eTimeout, map[string]string{"CHARON_URL": proxy})
+	id := td.submitFake(t, "cancel me through nginx", 5, map[string]any{"fake": "sleep", "seconds": 60})
+	td.waitStatus(t, id, StatusRunning)
+	e.run(t, "actions", e2eTimeout, map[string]string{"CHARON_URL": proxy, "CHARON_JOB_ID": id})
 }
