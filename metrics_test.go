@@ -37,25 +37,10 @@ func scrape(t *testing.T, url string, headers map[string]string) (map[string]flo
 	return samples, body
 }
 
-// promtool is Prometheus' own promtool, or skips (fails under CI's CHARON_REQUIRE_ANSIBLE=1,
-// whose machines install Debian's prometheus package).
-func promtool(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CHARON_REQUIRE_ANSIBLE") == "1" {
-		t.Fatal("promtool is required (apt-get install prometheus)")
-	}
-	t.Skip("promtool not found; apt-get install prometheus to check the metrics with it")
-	return ""
-}
-
 // TestMetrics scrapes /metrics before and after jobs run: Prometheus' own promtool finds
 // nothing wrong with it, and the values move as the jobs do.
 func TestMetrics(t *testing.T) {
-	tool := promtool(t)
+	tool := needTool(t, "promtool", "prometheus")
 	td := startTestDaemon(t)
 	before, _ := scrape(t, td.URL, nil)
 
