@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -189,4 +191,29 @@ func TestAnsibleRelaunchFailedHosts(t *testing.T) {
 	if ran := job["summary"].(map[string]any)["hosts"].(map[string]any); len(ran) != 1 || ran["web2"] == nil {
 		t.Errorf("the relaunch's recap names %v, want web2 alone", ran)
 	}
+}
+
+// TestRelaunchMeetsTodaysRules relaunches, under -playbooks-only, jobs accepted before it was
+// set: one with an embedded playbook, one naming a playbook file but setting an ansible_*
+// variable. Each is refused as its submission would be now.
+func TestRelaunchMeetsTodaysRules(t *testing.T) {
+	dir := t.TempDir()
+	td := startTestDaemonIn(t, dir)
+	embedded := td.submitFake(t, "embedded", 5, map[string]any{"fake": "lines", "count": 1})
+	os.WriteFile(filepath.Join(td.srv.limits.PlaybookDir, "site.yml"), []byte("- hosts: localhost\n  tasks: []\n"), 0o644)
+	setting := td.submit(t, "application/json", `{"name": "setting", "playbook": "site.yml", "variables": {"fake": "lines", "count": 1, "ansible_python_interpreter": "/bin/sh"}}`, http.StatusCreated)["id"].(string)
+	td.waitStatus(t, embedded, StatusCompleted)
+	td.waitStatus(t, setting, StatusCompleted)
+	td.stop(t)
+
+	d, err := tryStartDaemon(t, dir, slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"-playbooks-only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	strict := &testDaemon{daemon: d, URL: "http://" + d.addr}
+	resp, raw := relaunch(t, strict, embedded, "")
+	wantError(t, resp, raw, http.StatusForbidden, "embedded playbook, and charond now runs with -playbooks-only")
+	resp, raw = relaunch(t, strict, setting, "")
+	wantError(t, resp, raw, http.StatusForbidden, "ansible_python_interpreter is refused")
 }
