@@ -213,3 +213,21 @@ func TestWebhookHangingReceiverSlowsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveredAfterDeletion records no delivery for a job deleted meanwhile: the record that
+// says so would come after the deletion and bring the job back at the next start.
+func TestDeliveredAfterDeletion(t *testing.T) {
+	job := &Job{ID: "00000000-0000-0000-0000-000000000001", Spec: &JobSpec{Name: "x", Playbook: "p", Priority: 5, Timeout: time.Minute}}
+	job.st.Status, job.st.WebhookPending = StatusCompleted, true
+	if _, ok := job.delivered(); !ok {
+		t.Fatal("a due delivery of a kept job is not recorded")
+	}
+	if _, ok := job.delivered(); ok {
+		t.Error("a delivery was recorded twice")
+	}
+	job.st.WebhookPending = true
+	job.deletion()
+	if _, ok := job.delivered(); ok {
+		t.Error("a delivery was recorded for a deleted job")
+	}
+}

@@ -310,3 +310,30 @@ func TestPluginShipsInTheWorkDir(t *testing.T) {
 		t.Errorf("plugin in the work dir: %v", err)
 	}
 }
+
+// TestAnsibleArtifactsTooLarge publishes more with set_stats than the plugin sends: the job
+// keeps no artifacts, its recap says how large they were, and the recap itself is intact.
+func TestAnsibleArtifactsTooLarge(t *testing.T) {
+	requireAnsible(t)
+	td := startTestDaemon(t, withRealAnsible)
+	doc, _ := json.Marshal(map[string]any{"name": "big stats",
+		"playbook": "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - set_stats:\n        data:\n          blob: \"{{ 'x' * 40000 }}\"\n"})
+	id := td.submit(t, "application/json", string(doc), 201)["id"].(string)
+	job := td.waitStatus(t, id, StatusCompleted)
+	if job["artifacts"] != nil {
+		t.Errorf("artifacts = %.80v, want none: they are over the plugin's 32 KiB", job["artifacts"])
+	}
+	if hosts := job["summary"].(map[string]any)["hosts"].(map[string]any); hosts["localhost"] == nil {
+		t.Errorf("the recap was lost with the artifacts: %v", job["summary"])
+	}
+	_, events := getJSON(t, td.URL+"/api/v1/jobs/"+id+"/events")
+	found := false
+	for _, ev := range events["events"].([]any) {
+		if e := ev.(map[string]any); e["type"] == "playbook_on_stats" && e["artifacts_dropped"].(float64) > 40000 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no recap event says how large the dropped artifacts were: %v", events)
+	}
+}
