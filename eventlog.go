@@ -431,6 +431,13 @@ func (l *eventLog) contents() (io.ReadCloser, error) {
 	}{io.NewSectionReader(f, 0, size), f}, nil
 }
 
+// idRange is the ids the log holds, first to last: first > last when it holds none.
+func (l *eventLog) idRange() (first, last int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.base + 1, l.base + l.count
+}
+
 // length is the id of the last event: for a job's logs, the number of events appended so far.
 func (l *eventLog) length() int {
 	l.mu.Lock()
@@ -524,21 +531,29 @@ func (l *eventLog) offsetAfter(path string, start int64, startID, through int, s
 	return off, nil
 }
 
-// copyTail writes the bytes of src from offset `from` up to size into a new file dst: into
-// dst.tmp, synced, then renamed, and the directory synced, so that dst, once it exists, is
-// whole and durable.
+// copyTail writes the bytes of src from offset `from` up to size into a new file dst (see
+// writeNewFile).
 func copyTail(src, dst string, from, size int64) error {
 	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	return writeNewFile(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, io.NewSectionReader(in, from, size-from))
+		return err
+	})
+}
+
+// writeNewFile makes dst whole and durable, or not at all: write fills dst.tmp, created with
+// O_EXCL and never through a link, which is synced, renamed to dst, and its directory synced.
+func writeNewFile(dst string, write func(io.Writer) error) error {
 	tmp := dst + ".tmp"
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, io.NewSectionReader(in, from, size-from))
+	err = write(out)
 	if err == nil {
 		err = out.Sync()
 	}
@@ -618,12 +633,7 @@ func (l *eventLog) rewriteFromWindow(pathFor func(base int) string) error {
 		buf.WriteByte('\n')
 	}
 	newPath := pathFor(base)
-	tmp := newPath + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, newPath); err != nil {
+	if err := writeNewFile(newPath, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }); err != nil {
 		return err
 	}
 	idx, err := indexFile(newPath)

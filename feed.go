@@ -161,11 +161,7 @@ func (f *feed) announce(rec jobRecord) error {
 }
 
 // kept is the range of ids the feed holds: first > last when it holds none.
-func (f *feed) kept() (first, last int) {
-	f.log.mu.Lock()
-	defer f.log.mu.Unlock()
-	return f.log.base + 1, f.log.base + f.log.count
-}
+func (f *feed) kept() (first, last int) { return f.log.idRange() }
 
 // trim drops the events up to id through.
 func (f *feed) trim(through int) error {
