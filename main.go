@@ -20,48 +20,48 @@ import (
 
 // config is everything the flags set.
 type config struct {
-	Addr            string
-	Workers         int
-	AnsiblePlaybook string
-	PlaybookDir     string
-	DataDir         string
-	DefaultTimeout  time.Duration
-	MaxTimeout      time.Duration
-	KillGrace       time.Duration
-	Heartbeat       time.Duration
-	WriteTimeout    time.Duration
-	MaxBody         int64
-	MaxLine         int
-	CORSOrigins     string
-	Retention       time.Duration
-	MaxJobs         int
-	DrainTimeout    time.Duration
-	Token           string
-	TokenFile       string
-	InsecureNoAuth  bool
-	TLSCert         string
-	TLSKey          string
-	EnvAllow        string
-	MaxQueue        int
-	MaxStreams      int
-	ReadHeaderTime  time.Duration
-	IdleTimeout     time.Duration
-	MaxHeaderBytes  int
-	ReadBodyTimeout time.Duration
-	MaxForks        int
-	InventoryDir    string
-	DefaultIdle     time.Duration
-	VaultPassFile   string
-	VaultIDs        stringList
-	AllowedHosts    string
-	PlaybooksOnly   bool
-	AllowVars       string
-	AllowJinjaVars  bool
-	Webhooks        stringList
-	WebhookSecret   string
-	WebhookSecretFl string
-	PublicURL       string
-	ShowVersion     bool
+	Addr              string
+	Workers           int
+	AnsiblePlaybook   string
+	PlaybookDir       string
+	DataDir           string
+	DefaultTimeout    time.Duration
+	MaxTimeout        time.Duration
+	KillGrace         time.Duration
+	Heartbeat         time.Duration
+	WriteTimeout      time.Duration
+	MaxBody           int64
+	MaxLine           int
+	CORSOrigins       string
+	Retention         time.Duration
+	MaxJobs           int
+	DrainTimeout      time.Duration
+	Token             string
+	TokenFile         string
+	InsecureNoAuth    bool
+	TLSCert           string
+	TLSKey            string
+	EnvAllow          string
+	MaxQueue          int
+	MaxStreams        int
+	ReadHeaderTime    time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	ReadBodyTimeout   time.Duration
+	MaxForks          int
+	InventoryDir      string
+	DefaultIdle       time.Duration
+	VaultPassFile     string
+	VaultIDs          stringList
+	AllowedHosts      string
+	PlaybooksOnly     bool
+	AllowVars         string
+	AllowJinjaVars    bool
+	Webhooks          stringList
+	WebhookSecret     string
+	WebhookSecretFile string
+	PublicURL         string
+	ShowVersion       bool
 }
 
 // parseFlags reads the command line; flags that have an environment variable take their
@@ -162,7 +162,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*conf
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", env("CHARON_WEBHOOK_SECRET", ""),
 		"Key of the HMAC-SHA256 signature of each webhook delivery (X-Charon-Signature-256), at least 16 bytes. "+
 			"Env CHARON_WEBHOOK_SECRET. Prefer the environment or -webhook-secret-file: a flag shows in the process list.")
-	fs.StringVar(&c.WebhookSecretFl, "webhook-secret-file", env("CHARON_WEBHOOK_SECRET_FILE", ""),
+	fs.StringVar(&c.WebhookSecretFile, "webhook-secret-file", env("CHARON_WEBHOOK_SECRET_FILE", ""),
 		"File holding the webhook secret, instead of -webhook-secret. Env CHARON_WEBHOOK_SECRET_FILE.")
 	fs.StringVar(&c.PublicURL, "public-url", env("CHARON_PUBLIC_URL", ""),
 		"charond's address as others reach it, such as https://charon.example.com behind a proxy: webhook documents link "+
@@ -238,7 +238,7 @@ func (c *config) validate() error {
 		return errors.New("-allow-vars only means something with -playbooks-only: without it every variable is allowed")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("-tls-cert and -tls-key go together: give both or neither")
-	case c.WebhookSecret != "" && c.WebhookSecretFl != "":
+	case c.WebhookSecret != "" && c.WebhookSecretFile != "":
 		return errors.New("-webhook-secret (or CHARON_WEBHOOK_SECRET) and -webhook-secret-file are both set: use one")
 	}
 	return checkPublicURL(c.PublicURL)

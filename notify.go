@@ -112,11 +112,11 @@ const minWebhookSecret = 16
 // from its file if one is named. It returns a zero config when no -webhook is given.
 func webhookSettings(cfg *config) (webhookConfig, error) {
 	secret := cfg.WebhookSecret
-	if cfg.WebhookSecretFl != "" {
-		if err := checkSecretFile("-webhook-secret-file", cfg.WebhookSecretFl); err != nil {
+	if cfg.WebhookSecretFile != "" {
+		if err := checkSecretFile("-webhook-secret-file", cfg.WebhookSecretFile); err != nil {
 			return webhookConfig{}, err
 		}
-		data, err := os.ReadFile(cfg.WebhookSecretFl)
+		data, err := os.ReadFile(cfg.WebhookSecretFile)
 		if err != nil {
 			return webhookConfig{}, fmt.Errorf("-webhook-secret-file: %w", err)
 		}
